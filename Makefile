@@ -1,0 +1,31 @@
+# Two entry points: `make demo` runs the main job, `make test` runs the tests.
+# Each creates .venv from the pinned requirements when it is missing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+WORKDIR ?= workdir/demo
+
+.PHONY: demo test bench venv clean
+
+$(BIN)/.installed: requirements.txt requirements-dev.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt -r requirements-dev.txt
+	$(BIN)/pip install --quiet --no-deps -e .
+	touch $@
+
+venv: $(BIN)/.installed
+
+test: venv
+	$(BIN)/python -m pytest -q tests
+
+demo: venv
+	$(BIN)/python -m mlst_jax.demo --workdir $(WORKDIR)
+
+bench: venv
+	$(BIN)/python bench/fbank_speed.py
+	$(BIN)/python bench/beam_search_speed.py
+	$(BIN)/python bench/train_step_speed.py
+
+clean:
+	rm -rf $(VENV) workdir

@@ -1,0 +1,171 @@
+"""Building blocks shared by every model: attention, feed-forward, norms, masks, positions.
+
+Parameter names follow the PyTorch reference implementations (`q_proj`, `fc1`, `self_attn_layer_norm`, ...)
+so that checkpoint conversion is a transpose per leaf, not a rename table per model.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+Dtype = Any
+
+# PyTorch's LayerNorm epsilon; flax's default (1e-6) would break parity with every reference model.
+LN_EPS = 1e-5
+
+xavier_uniform = nn.initializers.xavier_uniform()
+
+ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
+    "relu": nn.relu,
+    "gelu": lambda x: nn.gelu(x, approximate=False),
+    "gelu_new": lambda x: nn.gelu(x, approximate=True),
+    "swish": nn.swish,
+    "silu": nn.swish,
+}
+
+
+def activation(name: str) -> Callable[[Array], Array]:
+    """Returns the activation function called `name` (PyTorch / HF spelling)."""
+    try:
+        return ACTIVATIONS[name]
+    except KeyError:
+        raise ValueError(f"unknown activation {name!r}; known: {sorted(ACTIVATIONS)}") from None
+
+
+def LayerNorm(name: str | None = None, dtype: Dtype = jnp.float32) -> nn.LayerNorm:
+    """LayerNorm with PyTorch's epsilon, computed in float32."""
+    return nn.LayerNorm(epsilon=LN_EPS, dtype=jnp.float32, param_dtype=jnp.float32, name=name)
+
+
+def length_mask(lengths: Array, max_len: int) -> Array:
+    """[B] lengths -> [B, max_len] bool, True at valid positions."""
+    return jnp.arange(max_len)[None, :] < lengths[:, None]
+
+
+def causal_mask(length: int) -> Array:
+    """[1, 1, T, T] bool lower-triangular mask."""
+    return jnp.tril(jnp.ones((length, length), dtype=bool))[None, None]
+
+
+def key_mask(valid: Array) -> Array:
+    """[B, S] key validity -> [B, 1, 1, S] attention mask."""
+    return valid[:, None, None, :]
+
+
+def sinusoidal_positions(positions: Array, dim: int, padding_idx: int | None = None) -> Array:
+    """fairseq / tensor2tensor sinusoidal embeddings of integer `positions` (any shape) -> [..., dim].
+
+    Layout is [sin(half) | cos(half)] with frequencies exp(-i·log(10000)/(half-1)); an odd `dim` gets a zero
+    column; the row of `padding_idx` is zero.
+    """
+    half = dim // 2
+    scale = math.log(10000.0) / (half - 1)
+    freqs = jnp.exp(jnp.arange(half, dtype=jnp.float32) * -scale)
+    args = positions.astype(jnp.float32)[..., None] * freqs
+    emb = jnp.concatenate([jnp.sin(args), jnp.cos(args)], axis=-1)
+    if dim % 2:
+        emb = jnp.concatenate([emb, jnp.zeros(emb.shape[:-1] + (1,), emb.dtype)], axis=-1)
+    if padding_idx is not None:
+        emb = jnp.where((positions == padding_idx)[..., None], 0.0, emb)
+    return emb
+
+
+def make_positions(valid: Array, padding_idx: int, offset: Array | int = 0) -> Array:
+    """fairseq's `make_positions`: valid tokens are numbered padding_idx+1+offset, ...; padding gets padding_idx."""
+    valid = valid.astype(jnp.int32)
+    return (jnp.cumsum(valid, axis=-1) + offset) * valid + padding_idx
+
+
+def dot_product_attention(q: Array, k: Array, v: Array, mask: Array | None, dropout: nn.Dropout | None,
+                          deterministic: bool) -> Array:
+    """q [B, Tq, H, D] (already scaled), k/v [B, Tk, H, D], mask broadcastable to [B, H, Tq, Tk]."""
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32)
+    if mask is not None:
+        logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+    weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+    if dropout is not None:
+        weights = dropout(weights, deterministic=deterministic)
+    return jnp.einsum("bhqk,bkhd->bqhd", weights, v)
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention with q/k/v/out projections (with biases), as in fairseq and HF.
+
+    `__call__` covers self- and cross-attention on full sequences; `project_kv` precomputes cross-attention
+    keys/values once per source; `decode` runs one incremental self-attention step against a KV cache.
+    """
+
+    features: int
+    num_heads: int
+    dropout_rate: float = 0.0
+    use_bias: bool = True
+    dtype: Dtype = jnp.float32
+
+    def setup(self):
+        if self.features % self.num_heads:
+            raise ValueError(f"features={self.features} is not divisible by num_heads={self.num_heads}")
+        dense = lambda name: nn.Dense(self.features, use_bias=self.use_bias, dtype=self.dtype,
+                                      kernel_init=xavier_uniform, name=name)
+        self.q_proj, self.k_proj, self.v_proj, self.out_proj = (dense(n) for n in ("q_proj", "k_proj", "v_proj", "out_proj"))
+        self.attn_dropout = nn.Dropout(self.dropout_rate) if self.dropout_rate > 0 else None
+
+    @property
+    def head_dim(self) -> int:
+        return self.features // self.num_heads
+
+    def _heads(self, x: Array) -> Array:
+        return x.reshape(x.shape[:-1] + (self.num_heads, self.head_dim))
+
+    def _query(self, x: Array) -> Array:
+        return self._heads(self.q_proj(x)) * (self.head_dim ** -0.5)
+
+    def _output(self, ctx: Array) -> Array:
+        return self.out_proj(ctx.reshape(ctx.shape[:-2] + (self.features,)))
+
+    def project_kv(self, x: Array) -> tuple[Array, Array]:
+        """[B, S, F] -> keys and values [B, S, H, D]."""
+        return self._heads(self.k_proj(x)), self._heads(self.v_proj(x))
+
+    def __call__(self, x: Array, kv_input: Array | None = None, *, mask: Array | None = None,
+                 kv: tuple[Array, Array] | None = None, deterministic: bool = True) -> Array:
+        """Attends from `x` to `kv_input` (self-attention when None) or to precomputed `kv`."""
+        k, v = kv if kv is not None else self.project_kv(x if kv_input is None else kv_input)
+        ctx = dot_product_attention(self._query(x), k, v, mask, self.attn_dropout, deterministic)
+        return self._output(ctx)
+
+    def decode(self, x: Array, cache: dict[str, Array], index: Array) -> tuple[Array, dict[str, Array]]:
+        """One step of causal self-attention: x [B, 1, F]; cache k/v [B, Tmax, H, D]; writes slot `index`."""
+        k_new, v_new = self.project_kv(x)
+        k = jax.lax.dynamic_update_slice_in_dim(cache["k"], k_new.astype(cache["k"].dtype), index, axis=1)
+        v = jax.lax.dynamic_update_slice_in_dim(cache["v"], v_new.astype(cache["v"].dtype), index, axis=1)
+        mask = (jnp.arange(k.shape[1]) <= index)[None, None, None, :]
+        ctx = dot_product_attention(self._query(x), k, v, mask, None, True)
+        return self._output(ctx), {"k": k, "v": v}
+
+
+class FeedForward(nn.Module):
+    """fc1 -> activation -> dropout -> fc2."""
+
+    features: int
+    hidden: int
+    activation: str = "relu"
+    dropout_rate: float = 0.0
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array, deterministic: bool = True) -> Array:
+        h = nn.Dense(self.hidden, dtype=self.dtype, kernel_init=xavier_uniform, name="fc1")(x)
+        h = activation(self.activation)(h)
+        h = nn.Dropout(self.dropout_rate)(h, deterministic=deterministic)
+        return nn.Dense(self.features, dtype=self.dtype, kernel_init=xavier_uniform, name="fc2")(h)
+
+
+def glu(x: Array, axis: int = -1) -> Array:
+    """Gated linear unit: first half * sigmoid(second half)."""
+    a, b = jnp.split(x, 2, axis=axis)
+    return a * jax.nn.sigmoid(b)

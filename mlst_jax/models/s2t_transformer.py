@@ -1,0 +1,314 @@
+"""The fairseq `s2t_transformer` / HF `Speech2Text` speech-to-text Transformer in flax.linen.
+
+Conv1d subsampler (stride 2 per layer, GLU) → scaled inputs + sinusoidal positions → pre-LN encoder →
+pre-LN decoder with scaled token embeddings and sinusoidal positions → final LayerNorm → output projection
+(tied or untied).
+
+One deliberate difference from both references: frames past an utterance's length are zeroed before every
+subsampler layer, so padding never changes the outputs of the valid frames. The references let the second
+conv layer see GLU(bias) values in the padded region, which makes the last one or two encoder frames of a
+padded utterance depend on how much padding the batch has. On unpadded input both agree exactly.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from mlst_jax.models import layers
+from mlst_jax.models.layers import LayerNorm, MultiHeadAttention, FeedForward
+
+Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class S2TConfig:
+    """Architecture of an S2T Transformer. Field names follow HF's `Speech2TextConfig`."""
+
+    vocab_size: int = 10000
+    d_model: int = 256
+    encoder_layers: int = 12
+    encoder_ffn_dim: int = 2048
+    encoder_attention_heads: int = 4
+    decoder_layers: int = 6
+    decoder_ffn_dim: int = 2048
+    decoder_attention_heads: int = 4
+    dropout: float = 0.1
+    attention_dropout: float = 0.1
+    activation_dropout: float = 0.1
+    activation_function: str = "relu"
+    conv_kernel_sizes: tuple[int, ...] = (5, 5)
+    conv_channels: int = 1024
+    input_feat_per_channel: int = 80
+    input_channels: int = 1
+    max_source_positions: int = 6000
+    max_target_positions: int = 1024
+    scale_embedding: bool = True
+    tie_word_embeddings: bool = False
+    pad_token_id: int = 1
+    bos_token_id: int = 0
+    eos_token_id: int = 2
+    decoder_start_token_id: int = 2
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        object.__setattr__(self, "conv_kernel_sizes", tuple(int(k) for k in self.conv_kernel_sizes))
+        for name in ("encoder_attention_heads", "decoder_attention_heads"):
+            if self.d_model % getattr(self, name):
+                raise ValueError(f"d_model={self.d_model} is not divisible by {name}={getattr(self, name)}")
+        if not self.conv_kernel_sizes:
+            raise ValueError("conv_kernel_sizes must name at least one conv layer")
+        if self.conv_channels % 2:
+            raise ValueError(f"conv_channels={self.conv_channels} must be even (GLU halves it)")
+
+    @property
+    def num_conv_layers(self) -> int:
+        return len(self.conv_kernel_sizes)
+
+    def replace(self, **kw) -> "S2TConfig":
+        return dataclasses.replace(self, **kw)
+
+    def subsampled_lengths(self, lengths):
+        """Encoder output lengths for input frame counts (works on ints, numpy and jax arrays)."""
+        for _ in self.conv_kernel_sizes:
+            lengths = (lengths - 1) // 2 + 1
+        return lengths
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["conv_kernel_sizes"] = list(self.conv_kernel_sizes)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "S2TConfig":
+        """Builds a config from a dict with HF `Speech2TextConfig` keys; unknown keys are ignored."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        kw = {k: v for k, v in d.items() if k in names}
+        if "num_conv_layers" in d and len(kw.get("conv_kernel_sizes", cls.conv_kernel_sizes)) != d["num_conv_layers"]:
+            raise ValueError(f"num_conv_layers={d['num_conv_layers']} does not match "
+                             f"conv_kernel_sizes={kw.get('conv_kernel_sizes')}")
+        return cls(**kw)
+
+
+def _fairseq_arch(d_model: int, ffn: int, heads: int, dropout: float) -> S2TConfig:
+    return S2TConfig(d_model=d_model, encoder_ffn_dim=ffn, decoder_ffn_dim=ffn, encoder_attention_heads=heads,
+                     decoder_attention_heads=heads, dropout=dropout, attention_dropout=dropout,
+                     activation_dropout=dropout)
+
+
+# fairseq's named architectures (12 encoder / 6 decoder layers, 2 conv layers of kernel 5, 1024 channels).
+NAMED_CONFIGS: dict[str, S2TConfig] = {
+    "s2t_transformer_s": _fairseq_arch(256, 2048, 4, 0.1),
+    "s2t_transformer_m": _fairseq_arch(512, 2048, 8, 0.15),
+    "s2t_transformer_l": _fairseq_arch(1024, 4096, 16, 0.2),
+}
+
+
+def named_config(name: str, **overrides) -> S2TConfig:
+    """fairseq architecture `name` (e.g. 's2t_transformer_m') with field overrides."""
+    if name not in NAMED_CONFIGS:
+        raise ValueError(f"unknown architecture {name!r}; known: {sorted(NAMED_CONFIGS)}")
+    return NAMED_CONFIGS[name].replace(**overrides)
+
+
+class Conv1dSubsampler(nn.Module):
+    """n × (Conv1d stride 2 → GLU over channels), zeroing frames past each length before every layer."""
+
+    config: S2TConfig
+
+    @nn.compact
+    def __call__(self, x: Array, lengths: Array) -> tuple[Array, Array]:
+        cfg = self.config
+        n = cfg.num_conv_layers
+        for i, k in enumerate(cfg.conv_kernel_sizes):
+            x = x * layers.length_mask(lengths, x.shape[1])[..., None].astype(x.dtype)
+            out = cfg.conv_channels if i < n - 1 else 2 * cfg.d_model
+            x = nn.Conv(out, (k,), strides=(2,), padding=[(k // 2, k // 2)], dtype=jnp.dtype(cfg.dtype),
+                        name=f"conv_layers_{i}")(x)
+            x = layers.glu(x)
+            lengths = (lengths - 1) // 2 + 1
+        return x, lengths
+
+
+class EncoderLayer(nn.Module):
+    config: S2TConfig
+
+    @nn.compact
+    def __call__(self, x: Array, mask: Array, deterministic: bool = True) -> Array:
+        cfg = self.config
+        dtype = jnp.dtype(cfg.dtype)
+        drop = nn.Dropout(cfg.dropout)
+        h = LayerNorm("self_attn_layer_norm")(x).astype(dtype)
+        h = MultiHeadAttention(cfg.d_model, cfg.encoder_attention_heads, cfg.attention_dropout, dtype=dtype,
+                               name="self_attn")(h, mask=mask, deterministic=deterministic)
+        x = x + drop(h, deterministic=deterministic)
+        h = LayerNorm("final_layer_norm")(x).astype(dtype)
+        h = FeedForward(cfg.d_model, cfg.encoder_ffn_dim, cfg.activation_function, cfg.activation_dropout,
+                        dtype=dtype, name="ffn")(h, deterministic)
+        return x + drop(h, deterministic=deterministic)
+
+
+class DecoderLayer(nn.Module):
+    config: S2TConfig
+
+    def setup(self):
+        cfg = self.config
+        dtype = jnp.dtype(cfg.dtype)
+        self.self_attn_layer_norm = LayerNorm()
+        self.self_attn = MultiHeadAttention(cfg.d_model, cfg.decoder_attention_heads, cfg.attention_dropout,
+                                            dtype=dtype)
+        self.encoder_attn_layer_norm = LayerNorm()
+        self.encoder_attn = MultiHeadAttention(cfg.d_model, cfg.decoder_attention_heads, cfg.attention_dropout,
+                                               dtype=dtype)
+        self.final_layer_norm = LayerNorm()
+        self.ffn = FeedForward(cfg.d_model, cfg.decoder_ffn_dim, cfg.activation_function, cfg.activation_dropout,
+                               dtype=dtype)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def _rest(self, x, cross_kv, enc_mask, deterministic):
+        dtype = jnp.dtype(self.config.dtype)
+        h = self.encoder_attn_layer_norm(x).astype(dtype)
+        h = self.encoder_attn(h, mask=enc_mask, kv=cross_kv, deterministic=deterministic)
+        x = x + self.drop(h, deterministic=deterministic)
+        h = self.ffn(self.final_layer_norm(x).astype(dtype), deterministic)
+        return x + self.drop(h, deterministic=deterministic)
+
+    def __call__(self, x: Array, self_mask: Array, cross_kv: tuple[Array, Array], enc_mask: Array,
+                 deterministic: bool = True) -> Array:
+        h = self.self_attn(self.self_attn_layer_norm(x).astype(jnp.dtype(self.config.dtype)), mask=self_mask,
+                           deterministic=deterministic)
+        x = x + self.drop(h, deterministic=deterministic)
+        return self._rest(x, cross_kv, enc_mask, deterministic)
+
+    def decode(self, x: Array, cache: dict[str, Array], index: Array, cross_kv, enc_mask):
+        h, cache = self.self_attn.decode(self.self_attn_layer_norm(x).astype(jnp.dtype(self.config.dtype)),
+                                         cache, index)
+        return self._rest(x + h, cross_kv, enc_mask, True), cache
+
+    def cross_kv(self, enc_out: Array) -> tuple[Array, Array]:
+        return self.encoder_attn.project_kv(enc_out)
+
+
+class S2TEncoder(nn.Module):
+    config: S2TConfig
+
+    @nn.compact
+    def __call__(self, features: Array, lengths: Array, deterministic: bool = True) -> tuple[Array, Array]:
+        cfg = self.config
+        x, lengths = Conv1dSubsampler(cfg, name="conv")(features.astype(jnp.dtype(cfg.dtype)), lengths)
+        valid = layers.length_mask(lengths, x.shape[1])
+        if cfg.scale_embedding:
+            x = x * math.sqrt(cfg.d_model)
+        pos = layers.make_positions(valid, cfg.pad_token_id)
+        x = x.astype(jnp.float32) + layers.sinusoidal_positions(pos, cfg.d_model, cfg.pad_token_id)
+        x = nn.Dropout(cfg.dropout)(x, deterministic=deterministic)
+        mask = layers.key_mask(valid)
+        for i in range(cfg.encoder_layers):
+            x = EncoderLayer(cfg, name=f"layers_{i}")(x, mask, deterministic)
+        return LayerNorm("layer_norm")(x), valid
+
+
+class S2TDecoder(nn.Module):
+    config: S2TConfig
+
+    def setup(self):
+        cfg = self.config
+        self.embed_tokens = nn.Embed(cfg.vocab_size, cfg.d_model,
+                                     embedding_init=nn.initializers.normal(cfg.d_model ** -0.5))
+        self.layers = [DecoderLayer(cfg, name=f"layers_{i}") for i in range(cfg.decoder_layers)]
+        self.layer_norm = LayerNorm()
+        if not cfg.tie_word_embeddings:
+            self.lm_head = nn.Dense(cfg.vocab_size, use_bias=False, dtype=jnp.dtype(cfg.dtype),
+                                    kernel_init=nn.initializers.normal(cfg.d_model ** -0.5))
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def _embed(self, tokens: Array, positions: Array) -> Array:
+        cfg = self.config
+        x = self.embed_tokens(tokens)
+        if cfg.scale_embedding:
+            x = x * math.sqrt(cfg.d_model)
+        return x + layers.sinusoidal_positions(positions, cfg.d_model, cfg.pad_token_id)
+
+    def _logits(self, x: Array) -> Array:
+        x = self.layer_norm(x).astype(jnp.dtype(self.config.dtype))
+        if self.config.tie_word_embeddings:
+            return self.embed_tokens.attend(x).astype(jnp.float32)
+        return self.lm_head(x).astype(jnp.float32)
+
+    def __call__(self, tokens: Array, enc_out: Array, enc_valid: Array, deterministic: bool = True) -> Array:
+        """Teacher-forced logits [B, T, V] for decoder inputs `tokens` [B, T] (right-padded with pad id)."""
+        cfg = self.config
+        pos = layers.make_positions(tokens != cfg.pad_token_id, cfg.pad_token_id)
+        x = self.drop(self._embed(tokens, pos), deterministic=deterministic)
+        self_mask, enc_mask = layers.causal_mask(tokens.shape[1]), layers.key_mask(enc_valid)
+        for layer in self.layers:
+            x = layer(x, self_mask, layer.cross_kv(enc_out), enc_mask, deterministic)
+        return self._logits(x)
+
+    def precompute(self, enc_out: Array) -> list[tuple[Array, Array]]:
+        """Cross-attention keys/values of every layer, computed once per source."""
+        return [layer.cross_kv(enc_out) for layer in self.layers]
+
+    def decode_step(self, token: Array, cache: list[dict[str, Array]], index: Array,
+                    cross_kv: list[tuple[Array, Array]], enc_valid: Array) -> tuple[Array, list]:
+        """token [B] at position `index` (0 = decoder start) → logits [B, V] and the updated cache."""
+        x = self._embed(token[:, None], jnp.full((1, 1), index + self.config.pad_token_id + 1))
+        enc_mask = layers.key_mask(enc_valid)
+        new_cache = []
+        for layer, c, kv in zip(self.layers, cache, cross_kv):
+            x, c = layer.decode(x, c, index, kv, enc_mask)
+            new_cache.append(c)
+        return self._logits(x)[:, 0], new_cache
+
+
+class S2TTransformer(nn.Module):
+    """Encoder-decoder speech translation model; see the module docstring."""
+
+    config: S2TConfig
+
+    def setup(self):
+        self.encoder = S2TEncoder(self.config)
+        self.decoder = S2TDecoder(self.config)
+
+    def __call__(self, features: Array, feature_lengths: Array, decoder_input_ids: Array,
+                 deterministic: bool = True) -> Array:
+        enc_out, enc_valid = self.encoder(features, feature_lengths, deterministic)
+        return self.decoder(decoder_input_ids, enc_out, enc_valid, deterministic)
+
+    def encode(self, features: Array, feature_lengths: Array, deterministic: bool = True):
+        """features [B, T, 80], lengths [B] → (encoder output [B, S, d], valid mask [B, S])."""
+        return self.encoder(features, feature_lengths, deterministic)
+
+    def decode(self, decoder_input_ids: Array, enc_out: Array, enc_valid: Array, deterministic: bool = True):
+        return self.decoder(decoder_input_ids, enc_out, enc_valid, deterministic)
+
+    def precompute_cross_kv(self, enc_out: Array):
+        return self.decoder.precompute(enc_out)
+
+    def decode_step(self, token, cache, index, cross_kv, enc_valid):
+        return self.decoder.decode_step(token, cache, index, cross_kv, enc_valid)
+
+
+def init_decode_cache(config: S2TConfig, batch: int, max_len: int, dtype=jnp.float32) -> list[dict[str, Array]]:
+    """Zeroed self-attention KV cache: one {'k','v'} [batch, max_len, H, D] per decoder layer."""
+    h = config.decoder_attention_heads
+    shape = (batch, max_len, h, config.d_model // h)
+    return [{"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)} for _ in range(config.decoder_layers)]
+
+
+def abstract_params(config: S2TConfig, n_frames: int = 64, n_tokens: int = 8):
+    """Parameter shapes (jax.ShapeDtypeStruct pytree) without allocating anything."""
+    model = S2TTransformer(config)
+    feats = jax.ShapeDtypeStruct((1, n_frames, config.input_feat_per_channel * config.input_channels), jnp.float32)
+    lens = jax.ShapeDtypeStruct((1,), jnp.int32)
+    toks = jax.ShapeDtypeStruct((1, n_tokens), jnp.int32)
+    return jax.eval_shape(lambda f, l, t: model.init(jax.random.PRNGKey(0), f, l, t), feats, lens, toks)["params"]
+
+
+def count_params(params) -> int:
+    """Total number of scalars in a (possibly abstract) parameter pytree."""
+    return sum(math.prod(x.shape) for x in jax.tree.leaves(params))
