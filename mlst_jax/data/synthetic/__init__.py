@@ -1,0 +1,1 @@
+"""Synthetic data: text-to-speech and generated corpora."""
