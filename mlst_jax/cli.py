@@ -1,0 +1,70 @@
+"""The `mlst` console script. Each subcommand parses its flags and calls one library function."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+
+def _translate(args) -> int:
+    from mlst_jax.audio import load_audio
+    from mlst_jax.translator import Translator
+
+    translator = Translator.from_pretrained(args.checkpoint)
+    audio = [load_audio(path) for path in args.audio]
+    for start in range(0, len(audio), args.batch_size):
+        chunk = audio[start: start + args.batch_size]
+        texts = translator.translate([w for w, _ in chunk], 16000, args.tgt_lang, beam_size=args.beam,
+                                     length_penalty=args.lenpen, max_len_a=args.max_len_a,
+                                     max_len_b=args.max_len_b)
+        for path, text in zip(args.audio[start:], texts):
+            print(json.dumps({"audio": path, "tgt_lang": args.tgt_lang, "translation": text}, ensure_ascii=False),
+                  flush=True)
+    return 0
+
+
+def _convert(args) -> int:
+    from mlst_jax.convert import convert
+
+    convert(args.src, args.dst)
+    print(json.dumps({"src": args.src, "dst": args.dst}))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mlst", description="Multilingual speech translation in JAX.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("translate", help="translate audio files; prints one JSON line per file")
+    p.add_argument("--checkpoint", required=True, help="HF dir, fairseq checkpoint or exported model dir")
+    p.add_argument("--tgt-lang", required=True)
+    p.add_argument("--beam", type=int, default=5)
+    p.add_argument("--lenpen", type=float, default=1.0)
+    p.add_argument("--max-len-a", type=float, default=0.0)
+    p.add_argument("--max-len-b", type=int, default=200)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("audio", nargs="+", help="audio files (any format librosa/soundfile reads)")
+    p.set_defaults(func=_translate)
+
+    p = sub.add_parser("convert", help="convert an HF or fairseq S2T checkpoint into an HF directory")
+    p.add_argument("--src", required=True)
+    p.add_argument("--dst", required=True)
+    p.set_defaults(func=_convert)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except ValueError as e:
+        print(f"mlst {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
