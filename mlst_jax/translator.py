@@ -198,18 +198,11 @@ def _generate_fn(model: S2TTransformer, beam_size: int, n_best: int, max_steps: 
     def run(params, feats, lens, prefix, max_len, length_penalty):
         variables = {"params": params}
         enc_out, enc_valid = model.apply(variables, feats, lens, method=S2TTransformer.encode)
-        expand = lambda x: jnp.repeat(x, beam_size, axis=0)
-        enc_out, enc_valid = expand(enc_out), expand(enc_valid)
-        cache = {
-            "self": init_decode_cache(cfg, enc_out.shape[0], max_steps + 1, enc_out.dtype),
-            "cross": model.apply(variables, enc_out, method=S2TTransformer.precompute_cross_kv),
-            "enc_valid": enc_valid,
-        }
+        cross_kv = model.apply(variables, enc_out, method=S2TTransformer.precompute_cross_kv)
+        cache = init_decode_cache(cfg, feats.shape[0] * beam_size, max_steps + 1, enc_out.dtype)
 
         def step_fn(tokens, cache, step):
-            logits, self_cache = model.apply(variables, tokens, cache["self"], step, cache["cross"],
-                                             cache["enc_valid"], method=S2TTransformer.decode_step)
-            return logits, {**cache, "self": self_cache}
+            return model.apply(variables, tokens, cache, step, cross_kv, enc_valid, method=S2TTransformer.decode_step)
 
         return beam_search(step_fn, cache, batch_size=feats.shape[0], beam_size=beam_size, max_len=max_len,
                            decoder_start_id=cfg.decoder_start_token_id, eos_id=cfg.eos_token_id,

@@ -83,14 +83,14 @@ def make_positions(valid: Array, padding_idx: int, offset: Array | int = 0) -> A
 
 def dot_product_attention(q: Array, k: Array, v: Array, mask: Array | None, dropout: nn.Dropout | None,
                           deterministic: bool) -> Array:
-    """q [B, Tq, H, D] (already scaled), k/v [B, Tk, H, D], mask broadcastable to [B, H, Tq, Tk]."""
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32)
+    """q [B, Tq, H, D] (already scaled), k/v head-major [B, H, Tk, D], mask broadcastable to [B, H, Tq, Tk]."""
+    logits = jnp.einsum("bqhd,bhkd->bhqk", q, k).astype(jnp.float32)
     if mask is not None:
         logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
     weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
     if dropout is not None:
         weights = dropout(weights, deterministic=deterministic)
-    return jnp.einsum("bhqk,bkhd->bqhd", weights, v)
+    return jnp.einsum("bhqk,bhkd->bqhd", weights, v)
 
 
 class MultiHeadAttention(nn.Module):
@@ -128,8 +128,8 @@ class MultiHeadAttention(nn.Module):
         return self.out_proj(ctx.reshape(ctx.shape[:-2] + (self.features,)))
 
     def project_kv(self, x: Array) -> tuple[Array, Array]:
-        """[B, S, F] -> keys and values [B, S, H, D]."""
-        return self._heads(self.k_proj(x)), self._heads(self.v_proj(x))
+        """[B, S, F] -> keys and values, head-major [B, H, S, D] (the layout the KV cache keeps)."""
+        return tuple(jnp.swapaxes(self._heads(proj(x)), 1, 2) for proj in (self.k_proj, self.v_proj))
 
     def __call__(self, x: Array, kv_input: Array | None = None, *, mask: Array | None = None,
                  kv: tuple[Array, Array] | None = None, deterministic: bool = True) -> Array:
@@ -139,11 +139,11 @@ class MultiHeadAttention(nn.Module):
         return self._output(ctx)
 
     def decode(self, x: Array, cache: dict[str, Array], index: Array) -> tuple[Array, dict[str, Array]]:
-        """One step of causal self-attention: x [B, 1, F]; cache k/v [B, Tmax, H, D]; writes slot `index`."""
+        """One step of causal self-attention: x [B, 1, F]; cache k/v [B, H, Tmax, D]; writes slot `index`."""
         k_new, v_new = self.project_kv(x)
-        k = jax.lax.dynamic_update_slice_in_dim(cache["k"], k_new.astype(cache["k"].dtype), index, axis=1)
-        v = jax.lax.dynamic_update_slice_in_dim(cache["v"], v_new.astype(cache["v"].dtype), index, axis=1)
-        mask = (jnp.arange(k.shape[1]) <= index)[None, None, None, :]
+        k = jax.lax.dynamic_update_slice_in_dim(cache["k"], k_new.astype(cache["k"].dtype), index, axis=2)
+        v = jax.lax.dynamic_update_slice_in_dim(cache["v"], v_new.astype(cache["v"].dtype), index, axis=2)
+        mask = (jnp.arange(k.shape[2]) <= index)[None, None, None, :]
         ctx = dot_product_attention(self._query(x), k, v, mask, None, True)
         return self._output(ctx), {"k": k, "v": v}
 

@@ -185,9 +185,17 @@ class DecoderLayer(nn.Module):
         return self._rest(x, cross_kv, enc_mask, deterministic)
 
     def decode(self, x: Array, cache: dict[str, Array], index: Array, cross_kv, enc_mask):
+        """One incremental step for x [N, 1, F] where N = B·beams and cross_kv / enc_mask have batch B.
+
+        The beams of a sentence are folded into the query axis of cross-attention ([B, beams, F]), so the
+        encoder keys/values are neither copied per beam nor reordered by beam search.
+        """
         h, cache = self.self_attn.decode(self.self_attn_layer_norm(x).astype(jnp.dtype(self.config.dtype)),
                                          cache, index)
-        return self._rest(x + h, cross_kv, enc_mask, True), cache
+        x = x + h
+        b = cross_kv[0].shape[0]
+        x = self._rest(x.reshape(b, -1, x.shape[-1]), cross_kv, enc_mask, True)
+        return x.reshape(-1, 1, x.shape[-1]), cache
 
     def cross_kv(self, enc_out: Array) -> tuple[Array, Array]:
         return self.encoder_attn.project_kv(enc_out)
@@ -255,7 +263,10 @@ class S2TDecoder(nn.Module):
 
     def decode_step(self, token: Array, cache: list[dict[str, Array]], index: Array,
                     cross_kv: list[tuple[Array, Array]], enc_valid: Array) -> tuple[Array, list]:
-        """token [B] at position `index` (0 = decoder start) → logits [B, V] and the updated cache."""
+        """token [N] at position `index` (0 = decoder start) → logits [N, V] and the updated cache.
+
+        N is the batch B of `cross_kv` / `enc_valid` times the number of beams (rows batch-major).
+        """
         x = self._embed(token[:, None], jnp.full((1, 1), index + self.config.pad_token_id + 1))
         enc_mask = layers.key_mask(enc_valid)
         new_cache = []
@@ -294,9 +305,9 @@ class S2TTransformer(nn.Module):
 
 
 def init_decode_cache(config: S2TConfig, batch: int, max_len: int, dtype=jnp.float32) -> list[dict[str, Array]]:
-    """Zeroed self-attention KV cache: one {'k','v'} [batch, max_len, H, D] per decoder layer."""
+    """Zeroed self-attention KV cache: one {'k','v'} [batch, H, max_len, D] per decoder layer."""
     h = config.decoder_attention_heads
-    shape = (batch, max_len, h, config.d_model // h)
+    shape = (batch, h, max_len, config.d_model // h)
     return [{"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)} for _ in range(config.decoder_layers)]
 
 
