@@ -141,7 +141,7 @@ class EncoderLayer(nn.Module):
     def __call__(self, x: Array, mask: Array, deterministic: bool = True) -> Array:
         cfg = self.config
         dtype = jnp.dtype(cfg.dtype)
-        drop = nn.Dropout(cfg.dropout)
+        drop = layers.Dropout(cfg.dropout)
         h = LayerNorm("self_attn_layer_norm")(x).astype(dtype)
         h = MultiHeadAttention(cfg.d_model, cfg.encoder_attention_heads, cfg.attention_dropout, dtype=dtype,
                                name="self_attn")(h, mask=mask, deterministic=deterministic)
@@ -167,7 +167,7 @@ class DecoderLayer(nn.Module):
         self.final_layer_norm = LayerNorm()
         self.ffn = FeedForward(cfg.d_model, cfg.decoder_ffn_dim, cfg.activation_function, cfg.activation_dropout,
                                dtype=dtype)
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = layers.Dropout(cfg.dropout)
 
     def _rest(self, x, cross_kv, enc_mask, deterministic):
         dtype = jnp.dtype(self.config.dtype)
@@ -213,7 +213,7 @@ class S2TEncoder(nn.Module):
             x = x * math.sqrt(cfg.d_model)
         pos = layers.make_positions(valid, cfg.pad_token_id)
         x = x.astype(jnp.float32) + layers.sinusoidal_positions(pos, cfg.d_model, cfg.pad_token_id)
-        x = nn.Dropout(cfg.dropout)(x, deterministic=deterministic)
+        x = layers.Dropout(cfg.dropout)(x, deterministic=deterministic)
         mask = layers.key_mask(valid)
         for i in range(cfg.encoder_layers):
             x = EncoderLayer(cfg, name=f"layers_{i}")(x, mask, deterministic)
@@ -232,7 +232,7 @@ class S2TDecoder(nn.Module):
         if not cfg.tie_word_embeddings:
             self.lm_head = nn.Dense(cfg.vocab_size, use_bias=False, dtype=jnp.dtype(cfg.dtype),
                                     kernel_init=nn.initializers.normal(cfg.d_model ** -0.5))
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = layers.Dropout(cfg.dropout)
 
     def _embed(self, tokens: Array, positions: Array) -> Array:
         cfg = self.config
