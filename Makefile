@@ -23,9 +23,9 @@ demo: venv
 	$(BIN)/python -m mlst_jax.demo --workdir $(WORKDIR)
 
 bench: venv
-	$(BIN)/python bench/fbank_speed.py
-	$(BIN)/python bench/beam_search_speed.py
-	$(BIN)/python bench/train_step_speed.py
+	$(BIN)/python -m bench.fbank_speed
+	$(BIN)/python -m bench.beam_search_speed
+	$(BIN)/python -m bench.train_step_speed
 
 clean:
 	rm -rf $(VENV) workdir

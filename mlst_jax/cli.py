@@ -11,7 +11,7 @@ def _translate(args) -> int:
     from mlst_jax.audio import load_audio
     from mlst_jax.translator import Translator
 
-    translator = Translator.from_pretrained(args.checkpoint)
+    translator = Translator.from_pretrained(args.checkpoint, trust_pickle=args.trust_pickle)
     audio = [load_audio(path) for path in args.audio]
     for start in range(0, len(audio), args.batch_size):
         chunk = audio[start: start + args.batch_size]
@@ -27,9 +27,15 @@ def _translate(args) -> int:
 def _convert(args) -> int:
     from mlst_jax.convert import convert
 
-    convert(args.src, args.dst)
+    convert(args.src, args.dst, trust_pickle=args.trust_pickle)
     print(json.dumps({"src": args.src, "dst": args.dst}))
     return 0
+
+
+def _trust_pickle_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="fully unpickle fairseq checkpoints (fairseq >= 0.10 stores an omegaconf config; needs the "
+                        "omegaconf package); only for files you trust")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,11 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-len-b", type=int, default=200)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("audio", nargs="+", help="audio files (any format librosa/soundfile reads)")
+    _trust_pickle_flag(p)
     p.set_defaults(func=_translate)
 
     p = sub.add_parser("convert", help="convert an HF or fairseq S2T checkpoint into an HF directory")
     p.add_argument("--src", required=True)
     p.add_argument("--dst", required=True)
+    _trust_pickle_flag(p)
     p.set_defaults(func=_convert)
     return parser
 

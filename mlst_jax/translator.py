@@ -48,15 +48,20 @@ class Translator:
     # -- loading and saving --------------------------------------------------------------------------
 
     @classmethod
-    def from_pretrained(cls, path: str | Path) -> "Translator":
-        """Loads an HF dir, a fairseq checkpoint (file or dir) or one of our exported model dirs."""
+    def from_pretrained(cls, path: str | Path, trust_pickle: bool = False) -> "Translator":
+        """Loads an HF dir, a fairseq checkpoint (file or dir) or one of our exported model dirs.
+
+        fairseq checkpoints are read with torch's weights-only unpickler; `trust_pickle=True` unpickles them
+        fully (needed for fairseq >= 0.10, which stores its config as an omegaconf object): only for files you
+        trust.
+        """
         from mlst_jax.convert import load_checkpoint
         from mlst_jax.convert.vocab_files import load_vocab
 
         path = Path(path)
         if (path / MODEL_FILE).is_file():
             return cls._load_own(path)
-        kind, config, params = load_checkpoint(path)
+        kind, config, params = load_checkpoint(path, trust_pickle=trust_pickle)
         return cls(config, params, load_vocab(path, kind))
 
     @classmethod

@@ -105,6 +105,19 @@ def test_cfg_checkpoint(case, tmp_path, container):
     assert_same_params(params, case.params)
 
 
+def test_omegaconf_cfg_needs_trust_pickle(case, tmp_path):
+    """fairseq >= 0.10 pickles `cfg` as an omegaconf DictConfig: refused by default, loaded when trusted."""
+    omegaconf = pytest.importorskip("omegaconf")
+    cfg = omegaconf.OmegaConf.create({"model": {k: v for k, v in vars(fairseq_args(case.hf.config)).items()
+                                                if v is not None}, "task": {"_name": "speech_to_text"}})
+    torch.save({"args": None, "cfg": cfg, "model": case.state}, tmp_path / "x.pt")
+    with pytest.raises(ValueError, match="trust_pickle=True"):
+        load_fairseq_s2t(tmp_path / "x.pt")
+    config, params = load_fairseq_s2t(tmp_path / "x.pt", trust_pickle=True)
+    assert config == case.config
+    assert_same_params(params, case.params)
+
+
 def test_save_round_trip(case, tmp_path):
     save_fairseq_s2t(tmp_path / "out.pt", case.config, case.params)
     ckpt = torch.load(tmp_path / "out.pt", weights_only=False)
