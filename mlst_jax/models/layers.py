@@ -83,14 +83,18 @@ def make_positions(valid: Array, padding_idx: int, offset: Array | int = 0) -> A
 
 def dot_product_attention(q: Array, k: Array, v: Array, mask: Array | None, dropout: "Dropout | None",
                           deterministic: bool) -> Array:
-    """q [B, Tq, H, D] (already scaled), k/v head-major [B, H, Tk, D], mask broadcastable to [B, H, Tq, Tk]."""
-    logits = jnp.einsum("bqhd,bhkd->bhqk", q, k).astype(jnp.float32)
+    """Head-major q [B, H, Tq, D] (already scaled), k/v [B, H, Tk, D], mask broadcastable to [B, H, Tq, Tk].
+
+    Batch and head dims lead in every operand so both contractions are plain batched matmuls (XLA:CPU runs
+    other layouts through a much slower generic path).
+    """
+    logits = jnp.einsum("bhqd,bhkd->bhqk", q, k).astype(jnp.float32)
     if mask is not None:
         logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
     weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
     if dropout is not None:
         weights = dropout(weights, deterministic=deterministic)
-    return jnp.einsum("bhqk,bhkd->bqhd", weights, v)
+    return jnp.einsum("bhqk,bhkd->bhqd", weights, v)
 
 
 class MultiHeadAttention(nn.Module):
@@ -119,17 +123,19 @@ class MultiHeadAttention(nn.Module):
         return self.features // self.num_heads
 
     def _heads(self, x: Array) -> Array:
-        return x.reshape(x.shape[:-1] + (self.num_heads, self.head_dim))
+        """[B, T, F] -> head-major [B, H, T, D]."""
+        return jnp.swapaxes(x.reshape(x.shape[:-1] + (self.num_heads, self.head_dim)), 1, 2)
 
     def _query(self, x: Array) -> Array:
         return self._heads(self.q_proj(x)) * (self.head_dim ** -0.5)
 
     def _output(self, ctx: Array) -> Array:
+        ctx = jnp.swapaxes(ctx, 1, 2)
         return self.out_proj(ctx.reshape(ctx.shape[:-2] + (self.features,)))
 
     def project_kv(self, x: Array) -> tuple[Array, Array]:
         """[B, S, F] -> keys and values, head-major [B, H, S, D] (the layout the KV cache keeps)."""
-        return tuple(jnp.swapaxes(self._heads(proj(x)), 1, 2) for proj in (self.k_proj, self.v_proj))
+        return self._heads(self.k_proj(x)), self._heads(self.v_proj(x))
 
     def __call__(self, x: Array, kv_input: Array | None = None, *, mask: Array | None = None,
                  kv: tuple[Array, Array] | None = None, deterministic: bool = True) -> Array:
