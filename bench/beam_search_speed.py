@@ -9,14 +9,11 @@ and whether the two agree on the hypotheses.
 from __future__ import annotations
 
 import argparse
-import tempfile
 
 import numpy as np
 import torch
-import transformers
 
-from bench.train_step_speed import timed
-from mlst_jax.translator import Translator
+from bench.common import reference_pair, timed
 
 TAG = 7
 
@@ -34,13 +31,8 @@ def main():
     from mlst_jax.models.s2t_transformer import named_config
 
     cfg = named_config(args.arch, vocab_size=args.vocab)
-    hf_cfg = transformers.Speech2TextConfig(**{k: v for k, v in cfg.to_dict().items() if k != "dtype"},
-                                            num_conv_layers=cfg.num_conv_layers)
-    torch.manual_seed(0)
-    ref = transformers.Speech2TextForConditionalGeneration(hf_cfg).eval()
-    with tempfile.TemporaryDirectory() as d:
-        ref.save_pretrained(d)
-        ours = Translator.from_pretrained(d)
+    ref, ours = reference_pair(cfg)
+    ref.eval()
 
     rng = np.random.default_rng(0)
     b, t = args.batch, args.frames

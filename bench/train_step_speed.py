@@ -7,31 +7,16 @@ Prints the median step time of each and the ratio (reference time / our time; > 
 from __future__ import annotations
 
 import argparse
-import statistics
-import tempfile
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import torch
-import transformers
 
-from mlst_jax.convert.hf import load_hf_speech2text
+from bench.common import reference_pair, timed
 from mlst_jax.models.s2t_transformer import S2TTransformer, named_config
 from mlst_jax.train.losses import label_smoothed_nll
-
-
-def timed(fn, steps: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main():
@@ -45,13 +30,8 @@ def main():
     args = ap.parse_args()
 
     cfg = named_config(args.arch, vocab_size=args.vocab)
-    hf_cfg = transformers.Speech2TextConfig(**{k: v for k, v in cfg.to_dict().items() if k != "dtype"},
-                                            num_conv_layers=cfg.num_conv_layers)
-    torch.manual_seed(0)
-    ref = transformers.Speech2TextForConditionalGeneration(hf_cfg)
-    with tempfile.TemporaryDirectory() as d:
-        ref.save_pretrained(d)
-        _, params = load_hf_speech2text(d)
+    ref, ours = reference_pair(cfg)
+    params = ours.params
 
     rng = np.random.default_rng(0)
     b, t, u = args.batch, args.frames, args.tokens

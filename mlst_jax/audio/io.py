@@ -76,6 +76,11 @@ def load_audio(path: str | os.PathLike, target_sr: int | None = 16000) -> tuple[
         raise ValueError(f"{path}: audio file contains no samples")
     if not np.all(np.isfinite(audio)):
         raise ValueError(f"{path}: audio file contains non-finite (NaN/inf) samples")
+    return mono_at(audio, sr, target_sr, path), int(sr if target_sr is None else target_sr)
+
+
+def mono_at(audio: np.ndarray, sr: int, target_sr: int | None, path) -> np.ndarray:
+    """[samples, channels] → mono float32 at `target_sr` (None keeps `sr`); logs down-mixing and resampling."""
     if audio.shape[1] > 1:
         logger.info("%s: down-mixing %d channels to mono", path, audio.shape[1])
     audio = audio.mean(axis=1, dtype=np.float32)
@@ -84,5 +89,4 @@ def load_audio(path: str | os.PathLike, target_sr: int | None = 16000) -> tuple[
 
         logger.info("%s: resampling %d Hz -> %d Hz", path, sr, target_sr)
         audio = librosa.resample(audio, orig_sr=sr, target_sr=target_sr, res_type="soxr_hq")
-        sr = target_sr
-    return np.ascontiguousarray(audio, dtype=np.float32), int(sr)
+    return np.ascontiguousarray(audio, dtype=np.float32)

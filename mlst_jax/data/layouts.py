@@ -49,6 +49,8 @@ from typing import Iterator
 
 import numpy as np
 
+from mlst_jax.audio.io import mono_at
+
 __all__ = [
     "Utterance",
     "SkipReport",
@@ -228,18 +230,6 @@ def probe_audio(path: str | os.PathLike) -> tuple[int, int]:
     return int(info.frames), int(info.samplerate)
 
 
-def _mono_at(audio: np.ndarray, sr: int, target_sr: int | None, path: str) -> np.ndarray:
-    if audio.shape[1] > 1:
-        logger.info("%s: down-mixing %d channels to mono", path, audio.shape[1])
-    audio = audio.mean(axis=1, dtype=np.float32)
-    if target_sr is not None and sr != target_sr:
-        import librosa
-
-        logger.info("%s: resampling %d Hz -> %d Hz", path, sr, target_sr)
-        audio = librosa.resample(audio, orig_sr=sr, target_sr=target_sr, res_type="soxr_hq")
-    return np.ascontiguousarray(audio, dtype=np.float32)
-
-
 def load_segment(
     path: str | os.PathLike, offset: float = 0.0, duration: float | None = None, target_sr: int | None = 16000
 ) -> np.ndarray:
@@ -280,7 +270,7 @@ def load_segment(
         raise ValueError(f"{path}: empty segment at {offset:.3f}s")
     if not np.all(np.isfinite(audio)):
         raise ValueError(f"{path}: segment at {offset:.3f}s contains non-finite samples")
-    return _mono_at(audio, sr, target_sr, path)
+    return mono_at(audio, sr, target_sr, path)
 
 
 class _Checker:
