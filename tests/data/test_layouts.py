@@ -284,7 +284,7 @@ def test_resampled_and_downmixed(mustc, caplog):
     os.unlink(wav2)
     sf.write(str(wav2), librosa.resample(audio2, orig_sr=SR, target_sr=22050), 22050, subtype="FLOAT")
     utts = {u.id: u for u in read_mustc(mustc, "en-de", "tst-COMMON")}
-    with caplog.at_level(logging.INFO, logger="mlst_jax.data.layouts"):
+    with caplog.at_level(logging.INFO, logger="mlst_jax.audio.io"):
         stereo = load_segment(utts["ted_1_0"].audio_path, utts["ted_1_0"].offset, utts["ted_1_0"].duration)
         resampled = load_segment(utts["ted_2_0"].audio_path, utts["ted_2_0"].offset, utts["ted_2_0"].duration)
     np.testing.assert_array_equal(stereo, wave(8000, 1))
