@@ -60,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dst", required=True)
     _trust_pickle_flag(p)
     p.set_defaults(func=_convert)
+
+    from mlst_jax.data.cli_data import add_data_commands
+
+    add_data_commands(sub)
     return parser
 
 

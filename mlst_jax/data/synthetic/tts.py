@@ -78,6 +78,9 @@ def _open() -> tuple[ctypes.CDLL, int]:
         _ctypes.dlclose(lib._handle)
         raise RuntimeError(f"espeak_Initialize failed (returned {sr}) with data path {data}")
     lib.espeak_SetSynthCallback(_callback)
+    # espeak-ng seeds its breath/whisper noise from the clock at initialization; fix it for reproducibility.
+    lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
+    lib.espeak_ng_SetRandSeed(0)
     return lib, sr
 
 
