@@ -1,0 +1,89 @@
+"""Optimizer and learning-rate schedules with fairseq's semantics, built from a plain config."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+_REQUIRED = object()
+
+
+def _get(cfg: Any, name: str, default: Any = _REQUIRED) -> Any:
+    value = cfg.get(name, default) if isinstance(cfg, Mapping) else getattr(cfg, name, default)
+    if value is _REQUIRED:
+        raise ValueError(f"optimizer config is missing {name!r}")
+    return value
+
+
+def inverse_sqrt_schedule(lr: float, warmup_updates: int, warmup_init_lr: float = 1e-7) -> optax.Schedule:
+    """fairseq's `inverse_sqrt`: linear warmup from `warmup_init_lr` to `lr` over `warmup_updates` updates,
+    then `lr * sqrt(warmup_updates / step)`. `step` counts finished updates (0 for the first update)."""
+    if warmup_updates <= 0:
+        raise ValueError(f"inverse_sqrt needs warmup_updates > 0, got {warmup_updates}")
+
+    def schedule(step):
+        step = jnp.asarray(step, jnp.float32)
+        warm = warmup_init_lr + step * (lr - warmup_init_lr) / warmup_updates
+        decay = lr * jnp.sqrt(warmup_updates / jnp.maximum(step, 1.0))
+        return jnp.where(step < warmup_updates, warm, decay)
+    return schedule
+
+
+def make_schedule(cfg: Any) -> optax.Schedule:
+    """The learning-rate schedule named by `cfg.schedule`: "inverse_sqrt" (default), "constant" or "cosine".
+
+    "constant" and "cosine" warm up linearly from `warmup_init_lr` over `warmup_updates` (if > 0); "cosine"
+    then decays to `min_lr` (default 0) at `max_updates` updates (counted from the start).
+    """
+    name = _get(cfg, "schedule", "inverse_sqrt")
+    lr = float(_get(cfg, "lr"))
+    warmup = int(_get(cfg, "warmup_updates", 4000 if name == "inverse_sqrt" else 0))
+    init = float(_get(cfg, "warmup_init_lr", 1e-7))
+    if name == "inverse_sqrt":
+        return inverse_sqrt_schedule(lr, warmup, init)
+    if name == "constant":
+        if warmup <= 0:
+            return optax.constant_schedule(lr)
+        return optax.join_schedules([optax.linear_schedule(init, lr, warmup), optax.constant_schedule(lr)],
+                                    [warmup])
+    if name == "cosine":
+        return optax.warmup_cosine_decay_schedule(init if warmup else lr, lr, warmup, int(_get(cfg, "max_updates")),
+                                                  float(_get(cfg, "min_lr", 0.0)))
+    raise ValueError(f"unknown schedule {name!r}; known: inverse_sqrt, constant, cosine")
+
+
+def make_optimizer(cfg: Any) -> optax.GradientTransformation:
+    """Optax optimizer from a dict or attribute-style config.
+
+    Fields: `optimizer` ("adam"; "adamw" is the same: fairseq's Adam decays weights decoupled), `lr`,
+    `betas` (0.9, 0.98), `eps` (1e-8), `weight_decay` (0), `clip_norm` (10.0; 0 turns clipping off), the
+    schedule fields of `make_schedule`, and `grad_accum` (1): with k > 1 the optimizer is wrapped in
+    `optax.MultiSteps`, which averages k micro-batch gradients and updates on every k-th call (zero updates
+    otherwise). Clipping applies to the averaged gradient. The learning rate is injected into the optimizer
+    state, where `current_lr` reads it.
+    """
+    name = _get(cfg, "optimizer", "adam")
+    if name not in ("adam", "adamw"):
+        raise ValueError(f"unknown optimizer {name!r}; known: adam, adamw")
+    b1, b2 = (float(b) for b in _get(cfg, "betas", (0.9, 0.98)))
+    eps, wd = float(_get(cfg, "eps", 1e-8)), float(_get(cfg, "weight_decay", 0.0))
+    adam = optax.inject_hyperparams(optax.adamw)(learning_rate=make_schedule(cfg), b1=b1, b2=b2, eps=eps,
+                                                 weight_decay=wd)
+    clip = float(_get(cfg, "clip_norm", 10.0))
+    tx = optax.chain(optax.clip_by_global_norm(clip), adam) if clip > 0 else adam
+    k = int(_get(cfg, "grad_accum", 1))
+    if k > 1:
+        tx = optax.MultiSteps(tx, every_k_schedule=k).gradient_transformation()
+    return tx
+
+
+def current_lr(opt_state: Any) -> jax.Array:
+    """The learning rate of the last update (of the first, before any) from an injected-hyperparameter state;
+    NaN when the optimizer has none."""
+    states = jax.tree.leaves(opt_state, is_leaf=lambda n: isinstance(getattr(n, "hyperparams", None), dict))
+    lrs = [n.hyperparams["learning_rate"] for n in states
+           if isinstance(getattr(n, "hyperparams", None), dict) and "learning_rate" in n.hyperparams]
+    return jnp.asarray(lrs[0] if lrs else jnp.nan, jnp.float32)

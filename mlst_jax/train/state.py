@@ -1,0 +1,94 @@
+"""Training state: parameters and optimizer state created directly in their sharded layout."""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh
+
+from mlst_jax.train import sharding as shd
+
+
+@flax.struct.dataclass
+class TrainState:
+    """step (int32 scalar), params, opt_state, rng (raw uint32 PRNG key; dropout keys are folded from it)."""
+
+    step: jax.Array
+    params: Any
+    opt_state: Any
+    rng: jax.Array
+
+
+def _model_inputs(example_batch_shapes: Mapping[str, Any]):
+    """Single-example stand-ins for the model inputs of a batch (any leading dims); only trailing dims matter."""
+    def one(name, trailing):
+        x = example_batch_shapes[name]
+        return jnp.zeros((1,) + tuple(x.shape[len(x.shape) - trailing:]), x.dtype)
+    return one("features", 2), one("feature_lengths", 0), one("decoder_input", 1)
+
+
+def _init_fn(model, tx: optax.GradientTransformation, example_batch_shapes: Mapping[str, Any]):
+    def init(rng):
+        init_rng, state_rng = jax.random.split(rng)
+        feats, lens, tokens = _model_inputs(example_batch_shapes)
+        lens = jnp.full_like(lens, feats.shape[1])
+        params = model.init({"params": init_rng}, feats, lens, tokens)["params"]
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), rng=state_rng)
+    return init
+
+
+def _names(path) -> tuple[str, ...]:
+    return tuple(str(k.key) for k in path if hasattr(k, "key"))
+
+
+def state_shardings(abstract_state: TrainState, mesh: Mesh) -> TrainState:
+    """NamedShardings for a (possibly abstract) TrainState: params by the logical rules, optimizer-state leaves
+    shaped like a parameter (Adam moments, accumulated gradients) like that parameter, the rest replicated."""
+    p_shard = shd.param_shardings(abstract_state.params, mesh)
+    by_path = {_names(path): (x.shape, s) for (path, x), s in zip(
+        jax.tree_util.tree_flatten_with_path(abstract_state.params)[0], jax.tree.leaves(p_shard))}
+    rep = shd.replicated(mesh)
+
+    def like_param(path, x):
+        names = _names(path)
+        for i in range(len(names)):
+            shape, s = by_path.get(names[i:], (None, None))
+            if shape is not None and tuple(shape) == tuple(x.shape):
+                return s
+        return rep
+    opt = jax.tree_util.tree_map_with_path(like_param, abstract_state.opt_state)
+    return TrainState(step=rep, params=p_shard, opt_state=opt, rng=rep)
+
+
+def abstract_train_state(model, tx: optax.GradientTransformation, rng: jax.Array,
+                         example_batch_shapes: Mapping[str, Any], mesh: Mesh) -> TrainState:
+    """TrainState of jax.ShapeDtypeStructs carrying their target shardings (e.g. a checkpoint-restore target).
+
+    `example_batch_shapes` maps "features", "feature_lengths" and "decoder_input" to arrays or
+    ShapeDtypeStructs of any batch shape.
+    """
+    shapes = jax.eval_shape(_init_fn(model, tx, example_batch_shapes), rng)
+    shards = state_shardings(shapes, mesh)
+    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shapes, shards)
+
+
+def create_train_state(model, tx: optax.GradientTransformation, rng: jax.Array,
+                       example_batch_shapes: Mapping[str, Any], mesh: Mesh,
+                       compiler_options: Mapping[str, Any] | None = None) -> TrainState:
+    """Initializes a TrainState whose every leaf is created in its sharded layout on `mesh` (no unsharded copy).
+
+    `rng` is split into the parameter-init key and the state's dropout key. Shardings of the result:
+    `shardings_of(state)`. `compiler_options` (XLA debug options) are passed to `jax.jit`.
+    """
+    init = _init_fn(model, tx, example_batch_shapes)
+    shards = shardings_of(abstract_train_state(model, tx, rng, example_batch_shapes, mesh))
+    return jax.jit(init, out_shardings=shards, compiler_options=compiler_options)(rng)
+
+
+def shardings_of(tree: Any) -> Any:
+    """The `.sharding` of every leaf (arrays or ShapeDtypeStructs)."""
+    return jax.tree.map(lambda x: x.sharding, tree)
+

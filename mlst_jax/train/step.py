@@ -1,0 +1,92 @@
+"""Jitted, sharded training and evaluation steps for encoder-decoder speech translation models.
+
+A batch is a dict with `features` [..., T, F], `feature_lengths` [...], `decoder_input` [..., U], `target`
+[..., U], `loss_weights` [..., U] and optionally `valid` [...] (0 for padding rows), where the leading dims
+are [B] or language-stratified [G, b]. Stratified batches are flattened b-major ([b, G] -> [b·G]) for the
+shared model, which keeps every device's rows local under `sharding.batch_sharding(..., stratified=True)`.
+
+Mixed precision: a model whose config has `dtype="bfloat16"` computes in bfloat16 while its parameters,
+gradients and optimizer state stay float32; logits and the loss are float32.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh
+
+from mlst_jax.train import sharding as shd
+from mlst_jax.train.losses import label_smoothed_nll
+from mlst_jax.train.optim import current_lr
+from mlst_jax.train.state import TrainState
+
+Batch = Mapping[str, jax.Array]
+
+
+def flatten_batch(batch: Batch) -> dict[str, jax.Array]:
+    """[G, b, ...] stratified batches -> [b·G, ...] (row j·G + g is group g's j-th example); [B, ...] as is."""
+    if batch["target"].ndim == 2:
+        return dict(batch)
+    return {k: jnp.swapaxes(v, 0, 1).reshape((-1,) + v.shape[2:]) for k, v in batch.items()}
+
+
+def _loss_sums(model, params, batch: Batch, label_smoothing: float, rng: jax.Array | None):
+    """(smoothed loss sum, NLL sum, weighted token count, sentence count) of a flat batch."""
+    logits = model.apply({"params": params}, batch["features"], batch["feature_lengths"], batch["decoder_input"],
+                         deterministic=rng is None, rngs=None if rng is None else {"dropout": rng})
+    valid = batch.get("valid")
+    valid = jnp.ones(batch["target"].shape[:1], jnp.float32) if valid is None else valid.astype(jnp.float32)
+    weights = batch["loss_weights"].astype(jnp.float32) * valid[:, None]
+    loss_sum, nll_sum = label_smoothed_nll(logits, batch["target"], weights, label_smoothing)
+    return loss_sum, nll_sum, weights.sum(), valid.sum()
+
+
+def make_train_step(model, tx: optax.GradientTransformation, *, label_smoothing: float, mesh: Mesh,
+                    state_shardings: TrainState, batch_shardings: Any, donate: bool = True,
+                    compiler_options: Mapping[str, Any] | None = None) -> Callable[[TrainState, Batch], Any]:
+    """Jitted `(state, batch) -> (state, metrics)` with explicit in/out shardings; donates `state` if `donate`.
+
+    The loss is the label-smoothed cross-entropy summed over target tokens and divided by the number of
+    weighted tokens in the global batch (fairseq's normalization), in nats. With gradient accumulation
+    (`optax.MultiSteps`) the update averages micro-batch gradients: the token mean over all micro-batches
+    when they hold equal token counts, otherwise a mean of per-micro-batch means. Dropout keys are
+    `fold_in(state.rng, state.step)`; the model's dropout masks depend on the global row index only, so
+    results do not depend on the mesh. Metrics (replicated scalars): `loss` and `nll` per token, `ntokens`,
+    `nsentences`, `grad_norm` (global norm of this batch's gradient, before clipping and accumulation) and
+    `lr` (learning rate of this update, read from the optimizer state).
+    `batch_shardings` is a NamedSharding for every batch leaf (e.g. `sharding.batch_sharding(mesh)`) or a
+    dict of them. `compiler_options` (XLA debug options) are passed to `jax.jit`.
+    """
+    def step(state: TrainState, batch: Batch):
+        batch = flatten_batch(batch)
+        rng = jax.random.fold_in(state.rng, state.step)
+
+        def loss_fn(params):
+            loss_sum, nll_sum, ntokens, nsentences = _loss_sums(model, params, batch, label_smoothing, rng)
+            return loss_sum / jnp.maximum(ntokens, 1.0), (nll_sum, ntokens, nsentences)
+
+        (loss, (nll_sum, ntokens, nsentences)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        grads = jax.lax.with_sharding_constraint(grads, state_shardings.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+        metrics = {"loss": loss, "nll": nll_sum / jnp.maximum(ntokens, 1.0), "ntokens": ntokens,
+                   "nsentences": nsentences, "grad_norm": optax.tree.norm(grads), "lr": current_lr(opt_state)}
+        return new_state, metrics
+
+    return jax.jit(step, in_shardings=(state_shardings, batch_shardings),
+                   out_shardings=(state_shardings, shd.replicated(mesh)),
+                   donate_argnums=(0,) if donate else (), compiler_options=compiler_options)
+
+
+def make_eval_step(model, *, mesh: Mesh, param_shardings: Any, batch_shardings: Any,
+                   compiler_options: Mapping[str, Any] | None = None) -> Callable[[Any, Batch], dict[str, jax.Array]]:
+    """Jitted deterministic `(params, batch) -> {"nll_sum", "ntokens"}` (sums over the global batch)."""
+    def step(params, batch: Batch):
+        _, nll_sum, ntokens, _ = _loss_sums(model, params, flatten_batch(batch), 0.0, None)
+        return {"nll_sum": nll_sum, "ntokens": ntokens}
+
+    return jax.jit(step, in_shardings=(param_shardings, batch_shardings), out_shardings=shd.replicated(mesh),
+                   compiler_options=compiler_options)
