@@ -1,0 +1,647 @@
+"""Grain input pipeline for multilingual speech translation with a small fixed set of batch shapes.
+
+fairseq's multilingual speech-to-text recipe, made static-shape for XLA:
+
+* **Metadata.** Every source (one per target language; TFDS ``as_data_source`` or any sequence of example
+  dicts holding ``tgt_text``, ``tgt_lang`` and ``audio`` int16 16 kHz or ``fbank`` float16 [frames, 80])
+  is scanned once for feature frames and target token counts (:func:`scan_source`; pass the results as
+  ``metadata=`` to skip the scan, e.g. cached with :meth:`SourceMeta.save`). Audio lengths count Kaldi
+  frames (25 ms window, 10 ms shift).
+* **Filtering** (training only, as fairseq's data prep): more than ``max_frames`` or fewer than
+  ``min_frames`` frames, empty targets, targets longer than ``max_tokens``. Every drop is counted per
+  language and reason in ``pipeline.stats`` and logged.
+* **Temperature sampling.** Each epoch draws ``round(p_l * N)`` examples of language ``l``, ``p_l ∝
+  n_l^(1/T)`` (fairseq's ``ResamplingDataset`` sizes): without replacement when a language shrinks, as
+  whole copies plus a draw without replacement for the remainder when it grows. Draws are made per
+  (language, frame bucket) cell in proportion to the cell's size, which keeps the number of batches per
+  epoch fixed. ``T = 1`` uses every example exactly once per epoch.
+* **Static shapes.** Each example goes to the smallest frame bucket holding it. A bucket's batch holds
+  ``B = floor(max_frames_per_batch / T_bucket)`` rows rounded down to a multiple of
+  ``lcm(n_groups, num_devices)``; its token length is the smallest token bucket holding the longest target
+  in that frame bucket. So there is one shape per used frame bucket (:meth:`Pipeline.batch_shapes`).
+* **Stratified batches.** With ``stratify=True`` a batch is ``[n_groups, b, ...]``, each group holding
+  examples of a single target language, with ``group_lang`` [n_groups]; otherwise ``[B, ...]`` with a
+  per-row ``lang``. Language ids index ``pipeline.langs``.
+* **Features.** fbank sources are read as stored; audio sources go through the jitted ``fbank_batch``
+  (on the CPU backend) in chunks of ``FBANK_ROWS`` real rows at the bucket's padded length (one compilation
+  per frame bucket). Then utterance CMVN (default) or global CMVN, then
+  SpecAugment on training batches (fairseq's transform order).
+* **Multi-host.** All processes build the same global plan (same shapes at every step); process ``s`` of
+  ``shard_count`` reads rows ``[s·b, (s+1)·b)`` of every global group, so processes see disjoint examples.
+  ``max_frames_per_batch`` bounds each process's batch.
+* **Checkpointing.** The plan is a grain ``MapDataset`` over batch indices, so the iterator's state is
+  grain's own (``get_state``/``set_state``); SpecAugment draws from a generator seeded by (seed, batch
+  index, shard), so a restored iterator yields the same batches. ``worker_count > 0`` adds grain worker
+  processes (``mp_prefetch``).
+
+Batch dict: ``features`` float32 [..., T, 80] (zero past each length), ``feature_lengths`` int32,
+``decoder_input`` int32 ``[</s>, tag, tokens...]`` padded with ``<pad>``, ``target`` int32 ``[tag,
+tokens..., </s>]``, ``loss_weights`` float32 (0 at padding and at the tag), ``valid`` int32 (0 for rows
+that only fill the shape), ``index`` int32 (row's example index in its source, -1 for padding), and
+``group_lang`` [n_groups] or ``lang`` [B] int32.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import math
+import sys
+import threading
+from typing import Any, Mapping, NamedTuple, Sequence
+
+import grain
+import numpy as np
+
+from mlst_jax.audio.cmvn import GlobalCMVN, utterance_cmvn
+from mlst_jax.audio.fbank import FRAME_LENGTH, FRAME_SHIFT, NUM_MEL_BINS, num_frames
+from mlst_jax.audio.specaugment import get_policy
+from mlst_jax.data.vocab import EOS_ID, PAD_ID
+
+__all__ = [
+    "PipelineConfig", "SourceMeta", "PipelineStats", "BatchShape", "Pipeline", "scan_source", "language_probs",
+    "epoch_sizes", "make_train_pipeline", "make_eval_pipeline",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_FRAME_BUCKETS = tuple(range(128, 3073, 128))
+DEFAULT_TOKEN_BUCKETS = (16, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+DROP_REASONS = ("too_long", "too_short", "empty_target", "target_too_long")
+FBANK_ROWS = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    """Input pipeline settings (defaults: fairseq's MuST-C multilingual recipe).
+
+    ``langs`` orders the languages (ids in batches); empty means the sorted source keys. ``temperature``
+    is 1 for proportional sampling, larger flattens, ``inf`` is uniform. ``n_groups`` (stratified batches)
+    defaults to the number of languages. ``specaugment`` is a fairseq policy name or None; ``cmvn`` is
+    ``"utterance"``, ``"global"`` (statistics from ``global_cmvn_path``, a ``GlobalCMVN`` .npz) or None.
+    ``num_epochs`` None repeats forever. ``on_bad_example``: ``"skip"`` turns an example that fails to load
+    into a padding row (counted in ``stats.load_errors``), ``"raise"`` raises. ``worker_count`` grain
+    worker processes (0: in-process), ``read_threads``/``prefetch`` grain's per-process reading threads and
+    buffer (batches).
+    """
+
+    max_frames: int = 3000
+    min_frames: int = 5
+    frame_buckets: tuple[int, ...] = DEFAULT_FRAME_BUCKETS
+    max_frames_per_batch: int = 40000
+    max_tokens: int = 512
+    token_buckets: tuple[int, ...] = DEFAULT_TOKEN_BUCKETS
+    langs: tuple[str, ...] = ()
+    temperature: float = 1.0
+    stratify: bool = True
+    n_groups: int | None = None
+    specaugment: str | None = "ld"
+    cmvn: str | None = "utterance"
+    global_cmvn_path: str | None = None
+    shuffle: bool = True
+    seed: int = 0
+    num_epochs: int | None = None
+    on_bad_example: str = "skip"
+    worker_count: int = 0
+    read_threads: int = 2
+    prefetch: int = 4
+
+    def __post_init__(self):
+        if list(self.frame_buckets) != sorted(set(self.frame_buckets)) or not self.frame_buckets:
+            raise ValueError(f"frame_buckets must be increasing, got {self.frame_buckets}")
+        if list(self.token_buckets) != sorted(set(self.token_buckets)) or not self.token_buckets:
+            raise ValueError(f"token_buckets must be increasing, got {self.token_buckets}")
+        if self.max_frames > self.frame_buckets[-1]:
+            raise ValueError(f"max_frames={self.max_frames} exceeds the largest frame bucket {self.frame_buckets[-1]}")
+        if self.max_tokens > self.token_buckets[-1]:
+            raise ValueError(f"max_tokens={self.max_tokens} exceeds the largest token bucket {self.token_buckets[-1]}")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.cmvn not in ("utterance", "global", None):
+            raise ValueError(f"cmvn must be 'utterance', 'global' or None, got {self.cmvn!r}")
+        if self.cmvn == "global" and not self.global_cmvn_path:
+            raise ValueError("cmvn='global' needs global_cmvn_path (a GlobalCMVN .npz)")
+        if self.on_bad_example not in ("skip", "raise"):
+            raise ValueError(f"on_bad_example must be 'skip' or 'raise', got {self.on_bad_example!r}")
+        get_policy(self.specaugment)
+
+
+@dataclasses.dataclass
+class SourceMeta:
+    """Per-example lengths of one source: ``kind`` (``audio``/``fbank``), feature frames, target token
+    counts (``len(vocab.encode(text, lang))``, tag and ``</s>`` included) and target languages."""
+
+    kind: str
+    n_frames: np.ndarray
+    n_tokens: np.ndarray
+    tgt_langs: np.ndarray
+
+    def save(self, path) -> None:
+        """Writes an ``.npz`` file."""
+        with open(path, "wb") as f:
+            np.savez(f, kind=self.kind, n_frames=self.n_frames, n_tokens=self.n_tokens, tgt_langs=self.tgt_langs)
+
+    @classmethod
+    def load(cls, path) -> "SourceMeta":
+        """Reads a file written by :meth:`save`."""
+        with np.load(path) as d:
+            return cls(str(d["kind"]), d["n_frames"], d["n_tokens"], d["tgt_langs"])
+
+
+class BatchShape(NamedTuple):
+    """Shapes of a batch's ``features`` and of its ``decoder_input``/``target``/``loss_weights``."""
+
+    features: tuple[int, ...]
+    tokens: tuple[int, ...]
+
+
+@dataclasses.dataclass
+class PipelineStats:
+    """Examples kept and dropped (per language and reason), per-epoch sample sizes, and load errors.
+
+    Load errors are counted in the process that reads the data (not visible from grain worker processes).
+    """
+
+    kept: dict[str, int] = dataclasses.field(default_factory=dict)
+    dropped_by_lang: dict[str, collections.Counter] = dataclasses.field(default_factory=dict)
+    epoch_examples: dict[str, int] = dataclasses.field(default_factory=dict)
+    load_errors: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+
+    @property
+    def dropped(self) -> collections.Counter:
+        """Dropped examples per reason, all languages together."""
+        return sum(self.dropped_by_lang.values(), collections.Counter())
+
+    def summary(self) -> str:
+        """One line per language: kept, dropped per reason, examples per epoch."""
+        lines = []
+        for lang in self.kept:
+            drops = ", ".join(f"{r}={c}" for r, c in sorted(self.dropped_by_lang.get(lang, {}).items()) if c) or "none"
+            per_epoch = f", {self.epoch_examples[lang]} per epoch" if lang in self.epoch_examples else ""
+            lines.append(f"{lang}: kept {self.kept[lang]}, dropped {drops}{per_epoch}")
+        return "\n".join(lines)
+
+
+def _text(value) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def _read(source, indices: Sequence[int]) -> list:
+    return [source[int(i)] for i in indices]
+
+
+def _kind(ex: Mapping) -> str:
+    if "audio" in ex:
+        return "audio"
+    if "fbank" in ex:
+        return "fbank"
+    raise ValueError(f"example has neither 'audio' nor 'fbank' (keys: {sorted(ex)})")
+
+
+def scan_source(source, vocab, lang: str | None = None, chunk: int = 256) -> SourceMeta:
+    """Reads every example once for its frame count and target token count.
+
+    Args:
+      source: random-access source of example dicts (``len`` and ``[]``).
+      vocab: target :class:`~mlst_jax.data.vocab.Vocab`.
+      lang: target language of every example; None reads each example's ``tgt_lang``.
+      chunk: examples per read.
+    """
+    n = len(source)
+    frames, tokens, langs, kind = np.zeros(n, np.int32), np.zeros(n, np.int32), [], None
+    for start in range(0, n, chunk):
+        for i, ex in zip(range(start, min(n, start + chunk)), _read(source, range(start, min(n, start + chunk)))):
+            k = _kind(ex)
+            if kind not in (None, k):
+                raise ValueError(f"source mixes {kind} and {k} examples (index {i})")
+            kind = k
+            frames[i] = num_frames(len(ex["audio"])) if k == "audio" else len(ex["fbank"])
+            l = lang or _text(ex["tgt_lang"])
+            tokens[i] = len(vocab.encode(_text(ex["tgt_text"]), l))
+            langs.append(l)
+    return SourceMeta(kind or "audio", frames, tokens, np.array(langs, dtype=str).reshape(n))
+
+
+def language_probs(sizes, temperature: float) -> np.ndarray:
+    """Sampling probabilities ``p_l ∝ n_l^(1/T)`` (``T = inf``: uniform)."""
+    sizes = np.asarray(sizes, np.float64)
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if sizes.size == 0 or np.any(sizes <= 0):
+        raise ValueError(f"every language needs examples to sample from, got sizes {sizes.tolist()}")
+    p = sizes ** (0.0 if math.isinf(temperature) else 1.0 / temperature)
+    return p / p.sum()
+
+
+def epoch_sizes(sizes, temperature: float) -> np.ndarray:
+    """Examples drawn per language and epoch: ``round(p_l * sum(n))``."""
+    return np.round(language_probs(sizes, temperature) * np.sum(sizes)).astype(np.int64)
+
+
+def _bucket(n: int, buckets: Sequence[int]) -> int:
+    """Smallest bucket >= n; past the last, n rounded up to a multiple of the first."""
+    i = int(np.searchsorted(buckets, n))
+    return buckets[i] if i < len(buckets) else -(-n // buckets[0]) * buckets[0]
+
+
+def _draw(ids: np.ndarray, m: int, rng: np.random.Generator, shuffle: bool) -> np.ndarray:
+    q, r = divmod(m, len(ids))
+    out = np.concatenate([np.tile(ids, q), ids[rng.choice(len(ids), r, replace=False)]])
+    return rng.permutation(out) if shuffle else np.sort(out)
+
+
+def _pad(rows: np.ndarray, size: int) -> np.ndarray:
+    return np.concatenate([rows, np.full(size - len(rows), -1, rows.dtype)])
+
+
+class _TrainPlan:
+    """Global batch index -> the rows this process loads (lazily planned epochs)."""
+
+    def __init__(self, cells, shapes, offsets, cfg: PipelineConfig, n_groups, rows_local, shard_index, shard_count):
+        self.cells, self.shapes, self.offsets = cells, shapes, offsets
+        self.stratify, self.shuffle, self.seed = cfg.stratify, cfg.shuffle, cfg.seed
+        self.n_groups, self.rows_local = n_groups, rows_local
+        self.shard_index, self.shard_count = shard_index, shard_count
+        self.steps_per_epoch = 0
+        for k, cell in cells.items():
+            width = rows_local[k] * shard_count
+            if self.stratify:
+                chunks = sum(-(-m // width) for _, _, m in cell)
+                self.steps_per_epoch += -(-chunks // n_groups)
+            else:
+                self.steps_per_epoch += -(-sum(m for _, _, m in cell) // (width * n_groups))
+        self._cache: dict[int, list] = {}
+        self._lock = threading.Lock()
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k not in ("_cache", "_lock")}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state, _cache={}, _lock=threading.Lock())
+
+    def epoch(self, e: int) -> list:
+        """Batches of epoch ``e``: ``(bucket, group langs [G] or None, global example ids [G, b] or [B])``."""
+        with self._lock:
+            if e not in self._cache:
+                if len(self._cache) >= 2:
+                    self._cache.pop(min(self._cache))
+                self._cache[e] = self._plan(e)
+            return self._cache[e]
+
+    def _plan(self, e: int) -> list:
+        rng = np.random.default_rng([self.seed, e])
+        batches = []
+        for k, cell in self.cells.items():
+            width = self.rows_local[k] * self.shard_count
+            if self.stratify:
+                chunks = []
+                for lang, ids, m in cell:
+                    drawn = _draw(ids, m, rng, self.shuffle)
+                    chunks += [(lang, _pad(drawn[i : i + width], width)) for i in range(0, m, width)]
+                if self.shuffle:
+                    chunks = [chunks[i] for i in rng.permutation(len(chunks))]
+                for i in range(0, len(chunks), self.n_groups):
+                    group = chunks[i : i + self.n_groups]
+                    group += [(group[0][0], np.full(width, -1, np.int64))] * (self.n_groups - len(group))
+                    batches.append((k, np.array([g[0] for g in group], np.int32), np.stack([g[1] for g in group])))
+            else:
+                drawn = np.concatenate([_draw(ids, m, rng, self.shuffle) for _, ids, m in cell])
+                if self.shuffle:
+                    drawn = rng.permutation(drawn)
+                size = width * self.n_groups
+                batches += [(k, None, _pad(drawn[i : i + size], size)) for i in range(0, len(drawn), size)]
+        if self.shuffle:
+            batches = [batches[i] for i in rng.permutation(len(batches))]
+        assert len(batches) == self.steps_per_epoch
+        return batches
+
+    def __call__(self, index: int) -> dict:
+        e, j = divmod(int(index), self.steps_per_epoch)
+        k, group_lang, gids = self.epoch(e)[j]
+        b = self.rows_local[k]
+        if self.stratify:
+            gids = gids[:, self.shard_index * b : (self.shard_index + 1) * b]
+            row_lang = np.repeat(group_lang, b).reshape(gids.shape)
+        else:
+            gids = gids.reshape(self.shard_count, -1)[self.shard_index]
+            row_lang = np.maximum(np.searchsorted(self.offsets, gids, side="right") - 1, 0).astype(np.int32)
+        slot = np.where(gids >= 0, row_lang, -1)
+        return dict(index=int(index), shape=self.shapes[k], group_lang=group_lang, slot=slot,
+                    lang=row_lang.astype(np.int32), example=np.where(gids >= 0, gids - self.offsets[row_lang], -1))
+
+
+class _BatchLoader:
+    """Reads a planned batch's examples and builds its arrays (features, CMVN, SpecAugment, tokens)."""
+
+    def __init__(self, sources: list, kinds: list[str], vocab, langs: list[str], cfg: PipelineConfig, train: bool,
+                 shard_index: int, stats: PipelineStats):
+        self.sources, self.kinds, self.vocab, self.langs = sources, kinds, vocab, langs
+        self.cmvn = cfg.cmvn
+        self.global_cmvn = GlobalCMVN.load(cfg.global_cmvn_path) if cfg.cmvn == "global" else None
+        self.specaugment = get_policy(cfg.specaugment) if train else None
+        self.seed, self.shard_index, self.on_bad = cfg.seed, shard_index, cfg.on_bad_example
+        self.stats = stats
+
+    def __call__(self, spec: dict) -> dict[str, np.ndarray]:
+        (*lead, t, _), (*_, u) = spec["shape"]
+        slot, example, lang = spec["slot"].reshape(-1), spec["example"].reshape(-1), spec["lang"].reshape(-1)
+        r = slot.size
+        feats = np.zeros((r, t, NUM_MEL_BINS), np.float32)
+        lengths, samples = np.zeros(r, np.int32), np.zeros(r, np.int32)
+        waves = None
+        dec, tgt = np.full((r, u), PAD_ID, np.int32), np.full((r, u), PAD_ID, np.int32)
+        weights = np.zeros((r, u), np.float32)
+        valid = np.zeros(r, np.int32)
+        for s in np.unique(slot[slot >= 0]):
+            rows = np.flatnonzero(slot == s)
+            for row, ex in zip(rows, _read(self.sources[s], example[rows])):
+                try:
+                    ids = self.vocab.encode(_text(ex["tgt_text"]), self.langs[lang[row]])
+                    if len(ids) > u:
+                        raise ValueError(f"target of {len(ids)} tokens exceeds the batch's {u}")
+                    if self.kinds[s] == "audio":
+                        pcm = np.asarray(ex["audio"])[: FRAME_LENGTH + (t - 1) * FRAME_SHIFT]
+                        if len(pcm) < FRAME_LENGTH:
+                            raise ValueError(f"{len(pcm)} samples, fewer than one frame")
+                        if waves is None:
+                            waves = np.zeros((r, FRAME_LENGTH + (t - 1) * FRAME_SHIFT), np.float32)
+                        waves[row, : len(pcm)] = pcm.astype(np.float32) / 32768.0
+                        lengths[row], samples[row] = num_frames(len(pcm)), len(pcm)
+                    else:
+                        fb = np.asarray(ex["fbank"], np.float32)[:t]
+                        feats[row, : len(fb)], lengths[row] = fb, len(fb)
+                except Exception as e:
+                    if self.on_bad == "raise":
+                        raise ValueError(f"{self.langs[lang[row]]} example {example[row]}: {e}") from e
+                    self.stats.load_errors[self.langs[lang[row]]] += 1
+                    logger.warning("skipping %s example %d: %s", self.langs[lang[row]], example[row], e)
+                    lengths[row] = samples[row] = 0
+                    continue
+                valid[row] = 1
+                tgt[row, : len(ids)] = ids
+                dec[row, : len(ids)] = [EOS_ID] + ids[:-1]
+                weights[row, 1 : len(ids)] = 1.0
+        if waves is not None:
+            audio_rows = np.flatnonzero((samples > 0) & (valid == 1))
+            for i in range(0, len(audio_rows), FBANK_ROWS):
+                chunk = audio_rows[i : i + FBANK_ROWS]
+                w, n = np.zeros((FBANK_ROWS, waves.shape[1]), np.float32), np.zeros(FBANK_ROWS, np.int32)
+                w[: len(chunk)], n[: len(chunk)] = waves[chunk], samples[chunk]
+                feats[chunk] = _fbank_cpu(w, n)[: len(chunk)]
+        lengths *= valid
+        feats = self._normalize(feats, lengths)
+        if self.specaugment is not None:
+            rng = np.random.default_rng([self.seed, 1, spec["index"], self.shard_index])
+            for row in np.flatnonzero(valid):
+                feats[row] = self.specaugment(feats[row], rng, lengths[row])
+        out = dict(features=feats, feature_lengths=lengths, decoder_input=dec, target=tgt, loss_weights=weights,
+                   valid=valid, index=np.where(valid == 1, example, -1).astype(np.int32))
+        out = {k: v.reshape(*lead, *v.shape[1:]) for k, v in out.items()}
+        if spec["group_lang"] is not None:
+            out["group_lang"] = spec["group_lang"]
+        else:
+            out["lang"] = lang.astype(np.int32)
+        return out
+
+    def _normalize(self, feats: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        if self.cmvn == "utterance":
+            return utterance_cmvn(feats, lengths)
+        if self.cmvn == "global":
+            feats = self.global_cmvn.apply(feats)
+        return np.where((np.arange(feats.shape[1]) < lengths[:, None])[..., None], feats, 0.0).astype(np.float32)
+
+
+def _fbank_cpu(waves: np.ndarray, n_samples: np.ndarray) -> np.ndarray:
+    import jax
+
+    from mlst_jax.audio.fbank import fbank_batch
+
+    with jax.default_device(jax.devices("cpu")[0]):
+        feats, _ = fbank_batch(waves, n_samples)
+        return np.asarray(feats)
+
+
+def _worker_init(worker_index: int, worker_count: int) -> None:
+    import jax
+
+    jax.config.update("jax_platforms", "cpu")
+
+
+class Pipeline:
+    """Iterator over batches (numpy dicts) with grain's checkpointable state.
+
+    Attributes:
+      langs: language codes; ``lang``/``group_lang`` ids index this list.
+      stats: :class:`PipelineStats`.
+      steps_per_epoch: batches per epoch (per process; the same on every process).
+      dataset: the underlying ``grain.IterDataset``.
+    """
+
+    def __init__(self, dataset, langs, stats, shapes, steps_per_epoch):
+        self.dataset, self.langs, self.stats = dataset, list(langs), stats
+        self._shapes, self.steps_per_epoch = shapes, steps_per_epoch
+        self._iterator = None
+
+    @property
+    def iterator(self):
+        """The grain ``DatasetIterator`` (created on first use)."""
+        if self._iterator is None:
+            self._iterator = iter(self.dataset)
+        return self._iterator
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        return next(self.iterator)
+
+    def get_state(self) -> dict[str, Any]:
+        """Grain iterator state; pass to :meth:`set_state` of an identically built pipeline to resume."""
+        return self.iterator.get_state()
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restores a state from :meth:`get_state`."""
+        self.iterator.set_state(state)
+
+    def batch_shapes(self) -> list[BatchShape]:
+        """Every shape this pipeline can yield, sorted by frames: the train step compiles once per shape."""
+        return sorted(set(self._shapes), key=lambda s: (s.features[-2], s.tokens[-1], s.features))
+
+    def close(self) -> None:
+        """Stops grain worker processes and threads, if any."""
+        if self._iterator is not None and hasattr(self._iterator, "close"):
+            self._iterator.close()
+
+
+def _grain_iter(ds, cfg: PipelineConfig):
+    ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=cfg.read_threads, prefetch_buffer_size=cfg.prefetch))
+    if cfg.worker_count > 0:
+        from absl import flags
+
+        if not flags.FLAGS.is_parsed():  # grain's worker processes read absl flags (defaults suffice)
+            flags.FLAGS.mark_as_parsed()
+        ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.worker_count), worker_init_fn=_worker_init)
+    return ds
+
+
+def _metadata(sources, vocab, langs, metadata) -> dict[str, SourceMeta]:
+    metadata = dict(metadata or {})
+    for lang in langs:
+        if lang not in metadata:
+            metadata[lang] = scan_source(sources[lang], vocab, lang)
+        if len(metadata[lang].n_frames) != len(sources[lang]):
+            raise ValueError(f"metadata for {lang} has {len(metadata[lang].n_frames)} examples, "
+                             f"its source {len(sources[lang])}")
+    return metadata
+
+
+def _check_shard(shard_index: int, shard_count: int) -> None:
+    if not 0 <= shard_index < shard_count:
+        raise ValueError(f"shard_index must be in [0, {shard_count}), got {shard_index}")
+
+
+def make_train_pipeline(
+    sources: Mapping[str, Any],
+    vocab,
+    cfg: PipelineConfig = PipelineConfig(),
+    *,
+    shard_index: int = 0,
+    shard_count: int = 1,
+    num_devices: int = 1,
+    metadata: Mapping[str, SourceMeta] | None = None,
+) -> Pipeline:
+    """Training pipeline over one source per target language (see the module docstring).
+
+    Args:
+      sources: ``{lang: data source}``, e.g. ``MustC(config="en-de").as_data_source("train")`` under ``"de"``.
+      vocab: target vocabulary with a ``<lang:xx>`` tag for every language.
+      cfg: :class:`PipelineConfig`.
+      shard_index, shard_count: this process's index and the number of processes.
+      num_devices: data-parallel devices fed by this process; every batch's row count is a multiple of it
+        (and of ``n_groups`` when stratified).
+      metadata: precomputed :func:`scan_source` results per language (scanned when missing).
+
+    Returns:
+      A :class:`Pipeline`; each process yields the same sequence of shapes.
+    """
+    _check_shard(shard_index, shard_count)
+    langs = list(cfg.langs or sorted(sources))
+    missing = [l for l in langs if l not in sources]
+    if missing:
+        raise ValueError(f"no source for language(s) {missing}; sources: {sorted(sources)}")
+    for lang in langs:
+        vocab.lang_id(lang)
+    metadata = _metadata(sources, vocab, langs, metadata)
+    n_groups = (cfg.n_groups or len(langs)) if cfg.stratify else 1
+    multiple = math.lcm(n_groups, num_devices)
+
+    stats = PipelineStats()
+    kept_ids, bucket_of = {}, {}
+    for lang in langs:
+        meta = metadata[lang]
+        reasons = {
+            "too_long": meta.n_frames > cfg.max_frames,
+            "too_short": meta.n_frames < max(cfg.min_frames, 1),
+            "empty_target": meta.n_tokens <= 2,
+            "target_too_long": meta.n_tokens > cfg.max_tokens,
+        }
+        dropped, counts = np.zeros(len(meta.n_frames), bool), collections.Counter()
+        for reason in DROP_REASONS:
+            counts[reason] = int(np.count_nonzero(reasons[reason] & ~dropped))
+            dropped |= reasons[reason]
+        stats.dropped_by_lang[lang] = counts
+        kept_ids[lang] = np.flatnonzero(~dropped)
+        stats.kept[lang] = len(kept_ids[lang])
+        bucket_of[lang] = np.searchsorted(cfg.frame_buckets, meta.n_frames[kept_ids[lang]])
+    sizes = [stats.kept[l] for l in langs]
+    if min(sizes) == 0:
+        empty = [l for l in langs if not stats.kept[l]]
+        raise ValueError(f"no usable training examples for {empty}:\n{stats.summary()}")
+    per_epoch = epoch_sizes(sizes, cfg.temperature)
+    stats.epoch_examples = dict(zip(langs, per_epoch.tolist()))
+
+    offsets = np.cumsum([0] + [len(sources[l]) for l in langs])
+    cells, shapes, rows_local = {}, {}, {}
+    for k, t in enumerate(cfg.frame_buckets):
+        cell = []
+        for li, lang in enumerate(langs):
+            ids = kept_ids[lang][bucket_of[lang] == k]
+            m = int(round(per_epoch[li] * len(ids) / stats.kept[lang]))
+            if m:
+                cell.append((li, ids + offsets[li], m))
+        if not cell:
+            continue
+        rows = cfg.max_frames_per_batch // t // multiple * multiple
+        if rows == 0:
+            raise ValueError(f"max_frames_per_batch={cfg.max_frames_per_batch} cannot hold {multiple} utterances "
+                             f"of {t} frames (rows must be a multiple of lcm(n_groups={n_groups}, "
+                             f"num_devices={num_devices}))")
+        u = _bucket(max(int(metadata[langs[li]].n_tokens[ids - offsets[li]].max()) for li, ids, _ in cell),
+                    cfg.token_buckets)
+        lead = (n_groups, rows // n_groups) if cfg.stratify else (rows,)
+        cells[k], rows_local[k] = cell, rows // n_groups
+        shapes[k] = BatchShape((*lead, t, NUM_MEL_BINS), (*lead, u))
+    plan = _TrainPlan(cells, shapes, offsets, cfg, n_groups, rows_local, shard_index, shard_count)
+    epochs = cfg.num_epochs if cfg.num_epochs is not None else sys.maxsize // plan.steps_per_epoch
+    total = plan.steps_per_epoch * epochs
+    loader = _BatchLoader([sources[l] for l in langs], [metadata[l].kind for l in langs], vocab, langs, cfg,
+                          True, shard_index, stats)
+    ds = grain.MapDataset.range(total).map(plan).map(loader)
+    logger.info("train pipeline: %d batches per epoch, %d shapes, temperature %s\n%s", plan.steps_per_epoch,
+                len(shapes), cfg.temperature, stats.summary())
+    if sum(stats.dropped.values()):
+        logger.warning("train pipeline dropped %s", dict(stats.dropped))
+    return Pipeline(_grain_iter(ds, cfg), langs, stats, list(shapes.values()), plan.steps_per_epoch)
+
+
+def make_eval_pipeline(
+    source,
+    vocab,
+    cfg: PipelineConfig = PipelineConfig(),
+    batch_size: int = 32,
+    *,
+    lang: str | None = None,
+    shard_index: int = 0,
+    shard_count: int = 1,
+    metadata: SourceMeta | None = None,
+) -> Pipeline:
+    """Single pass over every example of ``source`` in fixed-shape ``[batch_size, ...]`` batches.
+
+    Examples are sorted by length (longest first) and padded to frame/token buckets (past the last bucket:
+    rounded up to a multiple of the first); rows that only fill the last batch have ``valid`` 0. Nothing is
+    filtered except utterances shorter than one frame (counted as ``too_short``). No SpecAugment.
+    Language ids index ``cfg.langs`` when given, else the sorted target languages found. Process
+    ``shard_index`` gets rows ``[s·batch_size, (s+1)·batch_size)`` of each global batch.
+    """
+    _check_shard(shard_index, shard_count)
+    meta = metadata or scan_source(source, vocab, lang)
+    tgt_langs = np.asarray(meta.tgt_langs) if lang is None else np.full(len(meta.n_frames), lang)
+    langs = list(cfg.langs or sorted(set(tgt_langs.tolist())))
+    unknown = sorted(set(tgt_langs.tolist()) - set(langs))
+    if unknown:
+        raise ValueError(f"target languages {unknown} are not in cfg.langs {langs}")
+    lang_index = np.array([langs.index(x) for x in tgt_langs.tolist()], np.int64)
+    stats = PipelineStats()
+    keep = meta.n_frames >= 1
+    for l in langs:
+        mine = tgt_langs == l
+        stats.kept[l] = int(np.count_nonzero(keep & mine))
+        stats.dropped_by_lang[l] = collections.Counter(too_short=int(np.count_nonzero(~keep & mine)))
+    order = np.flatnonzero(keep)
+    order = order[np.argsort(-meta.n_frames[order], kind="stable")]
+    width = batch_size * shard_count
+    specs, shapes = [], []
+    for i, start in enumerate(range(0, len(order), width)):
+        ids = _pad(order[start : start + width], width)[shard_index * batch_size : (shard_index + 1) * batch_size]
+        chunk = order[start : start + width]
+        t = _bucket(int(meta.n_frames[chunk].max()), cfg.frame_buckets)
+        u = _bucket(int(meta.n_tokens[chunk].max()), cfg.token_buckets)
+        shape = BatchShape((batch_size, t, NUM_MEL_BINS), (batch_size, u))
+        row_lang = np.where(ids >= 0, lang_index[np.maximum(ids, 0)], 0).astype(np.int32)
+        specs.append(dict(index=i, shape=shape, group_lang=None, slot=np.where(ids >= 0, 0, -1), lang=row_lang,
+                          example=ids))
+        shapes.append(shape)
+    loader = _BatchLoader([source], [meta.kind], vocab, langs, dataclasses.replace(cfg, specaugment=None), False,
+                          shard_index, stats)
+    ds = grain.MapDataset.source(specs).map(loader)
+    return Pipeline(_grain_iter(ds, cfg), langs, stats, shapes, len(specs))
