@@ -1,0 +1,77 @@
+import importlib.util
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from mlst_jax.train.checkpoint import Checkpointer
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def synth_tiny():
+    spec = importlib.util.spec_from_file_location("synth_tiny", ROOT / "configs" / "synth_tiny.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    from mlst_jax.data.synthetic.corpus import synthesize_corpus
+
+    root = tmp_path_factory.mktemp("corpus")
+    synthesize_corpus(root, (16, 4, 4), workers=1, progress=False)
+    return root, tmp_path_factory.mktemp("tfds")
+
+
+def config(corpus, max_updates):
+    c = synth_tiny()
+    c.data.manual_dir, c.data.data_dir = map(str, corpus)
+    c.data.tgt_langs = ("de", "es")
+    c.data.max_frames, c.data.frame_buckets, c.data.token_buckets = 384, (384,), (64,)
+    c.data.max_frames_per_batch = 16 * 384  # [2 languages, 8 rows]: one row per fake device and language
+    c.train.update(max_updates=max_updates, log_every=5, checkpoint_every=10, eval_every=20, progress=False)
+    c.eval.update(beam=2, max_len_b=10, batch_size=8)
+    return c
+
+
+def params_at(workdir, step):
+    ckpt = Checkpointer(Path(workdir) / "checkpoints")
+    try:
+        return ckpt.restore_params(step)
+    finally:
+        ckpt.close()
+
+
+def test_resume_is_exact_and_eval_reports_bleu(corpus, tmp_path):
+    from mlst_jax.train.trainer import average_checkpoints, evaluate, train_and_evaluate
+
+    straight = train_and_evaluate(config(corpus, 20), tmp_path / "straight")
+    first = train_and_evaluate(config(corpus, 10), tmp_path / "resumed")
+    second = train_and_evaluate(config(corpus, 20), tmp_path / "resumed")
+    assert first["step"] == 10 and second["step"] == straight["step"] == 20
+
+    a, b = params_at(tmp_path / "straight", 20), params_at(tmp_path / "resumed", 20)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert second["train/loss"] == straight["train/loss"]
+
+    rows = [json.loads(l) for l in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r["split"] == "train"] == [5, 10, 15, 20]
+    evals = [r for r in rows if r["split"] == "eval"]
+    assert [r["step"] for r in evals] == [10, 20]
+    for key in ("bleu_de", "bleu_es", "bleu_avg", "nll_de", "nll_es", "nll"):
+        assert np.isfinite(evals[-1][key]) and np.isfinite(straight[f"eval/{key}"])
+    assert list((tmp_path / "straight" / "tb").glob("events.out.tfevents.*"))
+
+    p10 = params_at(tmp_path / "straight", 10)
+    avg = average_checkpoints(tmp_path / "straight", 2)
+    for m, x, y in zip(jax.tree.leaves(avg), jax.tree.leaves(p10), jax.tree.leaves(a)):
+        np.testing.assert_allclose(m, (x.astype(np.float64) + y) / 2, rtol=1e-6, atol=1e-7)
+    scores = evaluate(config(corpus, 20), tmp_path / "straight", "tst-COMMON")
+    assert set(scores) == {"de", "es", "avg"} and all(np.isfinite(v) for v in scores.values())
