@@ -1,6 +1,6 @@
 """A tiny model on the `tiny` synthetic corpus (en -> de, es, fr): a smoke test of the whole training stack.
 
-    python -m mlst_jax.data.cli_data data synth --out /tmp/synth_corpus --size tiny
+    mlst data synth --out /tmp/synth_corpus --size tiny
     python -m mlst_jax.main --config configs/synth_tiny.py --workdir /tmp/synth_tiny \\
         --config.data.manual_dir=/tmp/synth_corpus --config.data.data_dir=/tmp/synth_tiny/tfds
 

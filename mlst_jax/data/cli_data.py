@@ -1,9 +1,7 @@
 """The ``mlst data`` subcommands: ``synth`` (synthetic corpora), ``prepare`` (TFDS build) and ``vocab``."""
 from __future__ import annotations
 
-import argparse
 import logging
-import sys
 from pathlib import Path
 
 __all__ = ["add_data_commands", "main"]
@@ -133,19 +131,3 @@ def add_data_commands(subparsers) -> None:
     p.add_argument("--out", required=True, help="model prefix: writes <out>.model and <out>.vocab")
     p.add_argument("--splits", default="train", help="comma-separated splits whose target texts are used")
     p.set_defaults(func=_vocab)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run ``mlst data ...`` from ``argv`` (e.g. ``["data", "synth", "--out", "x"]``); returns the exit status."""
-    parser = argparse.ArgumentParser(prog="mlst")
-    add_data_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except ValueError as e:
-        print(f"mlst {args.command}: error: {e}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from mlst_jax.data import cli_data
+from mlst_jax import cli
 from mlst_jax.data.layouts import load_segment, read_covost2, read_europarl_st, read_mustc
 from mlst_jax.data.multiway import multiway_aligned
 from mlst_jax.data.synthetic import corpus
@@ -171,13 +171,13 @@ def test_bad_arguments(tmp_path):
 def test_cli(tiny, tmp_path, capsys):
     root, _, _ = tiny
     out = tmp_path / "synth"
-    assert cli_data.main(["data", "synth", "--out", str(out), "--size", "tiny", "--layouts", "mustc",
+    assert cli.main(["data", "synth", "--out", str(out), "--size", "tiny", "--layouts", "mustc",
                           "--workers", "1", "--quiet"]) == 0
     text = capsys.readouterr().out
     assert "mustc: 8 directions, 80 recorded utterances" in text and "train 48, dev 16, tst-COMMON 16" in text
     assert hashes(out / "mustc") == hashes(root / "mustc")
 
-    assert cli_data.main(["data", "prepare", "--dataset", "synthetic", "--manual-dir", str(out),
+    assert cli.main(["data", "prepare", "--dataset", "synthetic", "--manual-dir", str(out),
                           "--data-dir", str(tmp_path / "tfds")]) == 0
     text = capsys.readouterr().out
     assert "train: 384 examples" in text and "dev: 128 examples" in text and "tst_COMMON: 128 examples" in text
@@ -185,17 +185,17 @@ def test_cli(tiny, tmp_path, capsys):
     assert (tmp_path / "tfds" / "mustc" / "multilingual").is_dir()
 
     prefix = tmp_path / "vocab" / "spm"
-    assert cli_data.main(["data", "vocab", "--manual-dir", str(out), "--size", "300", "--out", str(prefix)]) == 0
+    assert cli.main(["data", "vocab", "--manual-dir", str(out), "--size", "300", "--out", str(prefix)]) == 0
     from mlst_jax.data.vocab import Vocab
 
     vocab = Vocab.from_spm(f"{prefix}.model")
     assert f"vocabulary: {len(vocab)} pieces" in capsys.readouterr().out
     assert sorted(vocab.languages) == sorted(TGTS)
 
-    assert cli_data.main(["data", "synth", "--out", str(out), "--layouts", "mustc,librispeech"]) == 2
+    assert cli.main(["data", "synth", "--out", str(out), "--layouts", "mustc,librispeech"]) == 2
     assert "unknown layout" in capsys.readouterr().err
-    assert cli_data.main(["data", "prepare", "--dataset", "synthetic", "--manual-dir", str(tmp_path / "vocab"),
+    assert cli.main(["data", "prepare", "--dataset", "synthetic", "--manual-dir", str(tmp_path / "vocab"),
                           "--data-dir", str(tmp_path / "tfds")]) == 2
     assert "no mustc/ folder" in capsys.readouterr().err
-    assert cli_data.main(["data", "vocab", "--manual-dir", str(tmp_path), "--out", str(prefix)]) == 2
+    assert cli.main(["data", "vocab", "--manual-dir", str(tmp_path), "--out", str(prefix)]) == 2
     assert "no MuST-C direction folders" in capsys.readouterr().err
