@@ -611,6 +611,14 @@ class _Romance(_Lang):
     def rel(self, np: NP) -> str:
         return self.fw["rel"] + " " + self.clause("", _agr(np), np, np.rel, "rel", False)
 
+    def postmodify(self, s: str, np: NP) -> str:
+        """Appends the owner ("of my brother") and the relative clause to a rendered noun phrase."""
+        if np.owner:
+            s = _join(s, self.prep(self.fw["of"], self.np(np.owner)))
+        if np.rel:
+            s = _join(s, self.rel(np))
+        return s
+
 
 class _Fr(_Romance):
     code = "fr"
@@ -642,11 +650,7 @@ class _Fr(_Romance):
             forms = fw["poss"][np.det]
             det = forms[2] if np.plural else forms[0] if g == "m" or _fr_vowel(words[0]) else forms[1]
         s = _fr_cat(det, " ".join(words))
-        if np.owner:
-            s = _join(s, self.prep(fw["of"], self.np(np.owner)))
-        if np.rel:
-            s = _join(s, self.rel(np))
-        return s
+        return self.postmodify(s, np)
 
     def _loc(self, place: str) -> str:
         return self.prep(NOUNS[place]["loc"]["fr"], self.np(NP(place)))
@@ -724,11 +728,7 @@ class _Es(_Romance):
         else:
             det = fw["poss"][np.det][1 if np.plural else 0]
         s = _join(det, f[2] if np.plural else f[1], self.adj_form(np.adj, g, np.plural) if np.adj else "")
-        if np.owner:
-            s = _join(s, self.prep(fw["of"], self.np(np.owner)))
-        if np.rel:
-            s = _join(s, self.rel(np))
-        return s
+        return self.postmodify(s, np)
 
     def _loc(self, place: str) -> str:
         return _join(NOUNS[place]["loc"]["es"], self.np(NP(place)))
@@ -788,11 +788,7 @@ class _It(_Romance):
         else:
             art = ""
         s = art + " ".join(words) if art.endswith("'") else _join(art, *words)
-        if np.owner:
-            s = _join(s, self.prep(fw["of"], self.np(np.owner)))
-        if np.rel:
-            s = _join(s, self.rel(np))
-        return s
+        return self.postmodify(s, np)
 
     def _loc(self, place: str) -> str:
         prep = NOUNS[place]["loc"]["it"]
@@ -845,11 +841,7 @@ class _Pt(_Romance):
         else:
             det = number_word(np.num, "pt", g)
         s = _join(det, *words)
-        if np.owner:
-            s = _join(s, self.prep(fw["of"], self.np(np.owner)))
-        if np.rel:
-            s = _join(s, self.rel(np))
-        return s
+        return self.postmodify(s, np)
 
     def _loc(self, place: str) -> str:
         return self.prep(NOUNS[place]["loc"]["pt"], self.np(NP(place)))
