@@ -2,7 +2,7 @@
 
 A checkpoint step directory holds four items: ``state`` (the TrainState: step, params, opt_state, rng),
 ``data`` (the input pipeline's iterator state, JSON), ``config`` (the experiment config, JSON) and
-``sharing_plan`` (reserved for the parameter-sharing plan; ``null`` for now). ``restore_latest`` restores
+``sharing_plan`` (`SharingPlan.to_json()`; ``null`` for a fully shared model). ``restore_latest`` restores
 the newest readable step directly into the shardings of an abstract target; a step that fails to restore
 (truncated or corrupt files) is renamed to ``<step>.corrupt`` with a warning and the previous step is tried.
 """
@@ -123,6 +123,16 @@ class Checkpointer:
                 restore_args={"params": jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target)},
                 partial_restore=True))
         return jax.device_get(restored["params"])
+
+    def restore_json(self, step: int, item: str) -> Any:
+        """The JSON item ("data", "config" or "sharing_plan") saved with `step`, without reading arrays."""
+        key = {"data": "state", "config": "config", "sharing_plan": "plan"}[item]
+        path = self.directory / str(step) / item / "metadata"
+        if not path.is_file():
+            raise ValueError(f"checkpoint {self.directory / str(step)} has no {item} item ({path} is missing)")
+        import json
+
+        return json.loads(path.read_text()).get(key)
 
     def wait(self) -> None:
         """Blocks until pending asynchronous saves are written."""

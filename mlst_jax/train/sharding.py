@@ -187,6 +187,11 @@ def batch_sharding(mesh: Mesh, ndim: int = 1, stratified: bool = False) -> Named
     return NamedSharding(mesh, P(*spec))
 
 
+def stratified_batch_shardings(mesh: Mesh, keys) -> dict[str, NamedSharding]:
+    """Per-key shardings of a language-stratified batch dict: `group_lang` [G] replicated, the rest split over b."""
+    return {k: replicated(mesh) if k == "group_lang" else batch_sharding(mesh, 2, stratified=True) for k in keys}
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
     """Fully replicated sharding on `mesh`."""
     return NamedSharding(mesh, P())

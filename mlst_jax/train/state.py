@@ -30,12 +30,14 @@ def _model_inputs(example_batch_shapes: Mapping[str, Any]):
     return one("features", 2), one("feature_lengths", 0), one("decoder_input", 1)
 
 
-def _init_fn(model, tx: optax.GradientTransformation, example_batch_shapes: Mapping[str, Any]):
+def _init_fn(model, tx: optax.GradientTransformation, example_batch_shapes: Mapping[str, Any], plan=None):
     def init(rng):
         init_rng, state_rng = jax.random.split(rng)
         feats, lens, tokens = _model_inputs(example_batch_shapes)
         lens = jnp.full_like(lens, feats.shape[1])
         params = model.init({"params": init_rng}, feats, lens, tokens)["params"]
+        if plan is not None:
+            params = plan.expand(params)
         return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), rng=state_rng)
     return init
 
@@ -64,27 +66,28 @@ def state_shardings(abstract_state: TrainState, mesh: Mesh) -> TrainState:
 
 
 def abstract_train_state(model, tx: optax.GradientTransformation, rng: jax.Array,
-                         example_batch_shapes: Mapping[str, Any], mesh: Mesh) -> TrainState:
+                         example_batch_shapes: Mapping[str, Any], mesh: Mesh, plan=None) -> TrainState:
     """TrainState of jax.ShapeDtypeStructs carrying their target shardings (e.g. a checkpoint-restore target).
 
     `example_batch_shapes` maps "features", "feature_lengths" and "decoder_input" to arrays or
-    ShapeDtypeStructs of any batch shape.
+    ShapeDtypeStructs of any batch shape. With a SharingPlan, parameters have its stored layout.
     """
-    shapes = jax.eval_shape(_init_fn(model, tx, example_batch_shapes), rng)
+    shapes = jax.eval_shape(_init_fn(model, tx, example_batch_shapes, plan), rng)
     shards = state_shardings(shapes, mesh)
     return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shapes, shards)
 
 
 def create_train_state(model, tx: optax.GradientTransformation, rng: jax.Array,
                        example_batch_shapes: Mapping[str, Any], mesh: Mesh,
-                       compiler_options: Mapping[str, Any] | None = None) -> TrainState:
+                       compiler_options: Mapping[str, Any] | None = None, plan=None) -> TrainState:
     """Initializes a TrainState whose every leaf is created in its sharded layout on `mesh` (no unsharded copy).
 
     `rng` is split into the parameter-init key and the state's dropout key. Shardings of the result:
-    `shardings_of(state)`. `compiler_options` (XLA debug options) are passed to `jax.jit`.
+    `shardings_of(state)`. `compiler_options` (XLA debug options) are passed to `jax.jit`. With a
+    SharingPlan, every copy of a parameter starts from the same initial values.
     """
-    init = _init_fn(model, tx, example_batch_shapes)
-    shards = shardings_of(abstract_train_state(model, tx, rng, example_batch_shapes, mesh))
+    init = _init_fn(model, tx, example_batch_shapes, plan)
+    shards = shardings_of(abstract_train_state(model, tx, rng, example_batch_shapes, mesh, plan))
     return jax.jit(init, out_shardings=shards, compiler_options=compiler_options)(rng)
 
 

@@ -5,6 +5,10 @@ A batch is a dict with `features` [..., T, F], `feature_lengths` [...], `decoder
 are [B] or language-stratified [G, b]. Stratified batches are flattened b-major ([b, G] -> [b·G]) for the
 shared model, which keeps every device's rows local under `sharding.batch_sharding(..., stratified=True)`.
 
+With a `SharingPlan` that has language-specific leaves, a stratified batch (which then also carries
+`group_lang` [G], the language index of every group) runs the model under `jax.vmap` over its groups: a
+language-specific leaf is gathered per group ([G, ...], batched einsums) and shared leaves are broadcast.
+
 Mixed precision: a model whose config has `dtype="bfloat16"` computes in bfloat16 while its parameters,
 gradients and optimizer state stay float32; logits and the loss are float32.
 """
@@ -32,10 +36,32 @@ def flatten_batch(batch: Batch) -> dict[str, jax.Array]:
     return {k: jnp.swapaxes(v, 0, 1).reshape((-1,) + v.shape[2:]) for k, v in batch.items()}
 
 
-def _loss_sums(model, params, batch: Batch, label_smoothing: float, rng: jax.Array | None):
-    """(smoothed loss sum, NLL sum, weighted token count, sentence count) of a flat batch."""
-    logits = model.apply({"params": params}, batch["features"], batch["feature_lengths"], batch["decoder_input"],
-                         deterministic=rng is None, rngs=None if rng is None else {"dropout": rng})
+def _grouped_logits(model, params, plan, batch: Batch, rng: jax.Array | None) -> jax.Array:
+    """Logits [G, b, U, V] of a stratified batch under a plan with language-specific leaves."""
+    gathered, axes = plan.gather(params, batch["group_lang"])
+    n_groups = batch["target"].shape[0]
+
+    def apply(p, feats, lens, tokens, key):
+        return model.apply({"params": p}, feats, lens, tokens, deterministic=key is None,
+                           rngs=None if key is None else {"dropout": key})
+    keys = None if rng is None else jax.random.split(rng, n_groups)
+    return jax.vmap(apply, in_axes=(axes, 0, 0, 0, None if rng is None else 0))(
+        gathered, batch["features"], batch["feature_lengths"], batch["decoder_input"], keys)
+
+
+def _loss_sums(model, params, batch: Batch, label_smoothing: float, rng: jax.Array | None, plan=None):
+    """(smoothed loss sum, NLL sum, weighted token count, sentence count) of a batch."""
+    if plan is not None and not plan.is_shared:
+        if batch["target"].ndim != 3 or "group_lang" not in batch:
+            raise ValueError("a sharing plan with language-specific parameters needs language-stratified batches "
+                             "([G, b, ...] with group_lang)")
+        logits = _grouped_logits(model, params, plan, batch, rng)
+        batch = {k: v.reshape((-1,) + v.shape[2:]) for k, v in batch.items() if k != "group_lang"}
+        logits = logits.reshape((-1,) + logits.shape[2:])
+    else:
+        batch = flatten_batch({k: v for k, v in batch.items() if k != "group_lang"})
+        logits = model.apply({"params": params}, batch["features"], batch["feature_lengths"], batch["decoder_input"],
+                             deterministic=rng is None, rngs=None if rng is None else {"dropout": rng})
     valid = batch.get("valid")
     valid = jnp.ones(batch["target"].shape[:1], jnp.float32) if valid is None else valid.astype(jnp.float32)
     weights = batch["loss_weights"].astype(jnp.float32) * valid[:, None]
@@ -45,7 +71,7 @@ def _loss_sums(model, params, batch: Batch, label_smoothing: float, rng: jax.Arr
 
 def make_train_step(model, tx: optax.GradientTransformation, *, label_smoothing: float, mesh: Mesh,
                     state_shardings: TrainState, batch_shardings: Any, donate: bool = True,
-                    compiler_options: Mapping[str, Any] | None = None) -> Callable[[TrainState, Batch], Any]:
+                    compiler_options: Mapping[str, Any] | None = None, plan=None) -> Callable[[TrainState, Batch], Any]:
     """Jitted `(state, batch) -> (state, metrics)` with explicit in/out shardings; donates `state` if `donate`.
 
     The loss is the label-smoothed cross-entropy summed over target tokens and divided by the number of
@@ -57,14 +83,14 @@ def make_train_step(model, tx: optax.GradientTransformation, *, label_smoothing:
     `nsentences`, `grad_norm` (global norm of this batch's gradient, before clipping and accumulation) and
     `lr` (learning rate of this update, read from the optimizer state).
     `batch_shardings` is a NamedSharding for every batch leaf (e.g. `sharding.batch_sharding(mesh)`) or a
-    dict of them. `compiler_options` (XLA debug options) are passed to `jax.jit`.
+    dict of them. `compiler_options` (XLA debug options) are passed to `jax.jit`. `plan`: the SharingPlan
+    the state's parameters are laid out for (None: plain parameters).
     """
     def step(state: TrainState, batch: Batch):
-        batch = flatten_batch(batch)
         rng = jax.random.fold_in(state.rng, state.step)
 
         def loss_fn(params):
-            loss_sum, nll_sum, ntokens, nsentences = _loss_sums(model, params, batch, label_smoothing, rng)
+            loss_sum, nll_sum, ntokens, nsentences = _loss_sums(model, params, batch, label_smoothing, rng, plan)
             return loss_sum / jnp.maximum(ntokens, 1.0), (nll_sum, ntokens, nsentences)
 
         (loss, (nll_sum, ntokens, nsentences)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -82,10 +108,11 @@ def make_train_step(model, tx: optax.GradientTransformation, *, label_smoothing:
 
 
 def make_eval_step(model, *, mesh: Mesh, param_shardings: Any, batch_shardings: Any,
-                   compiler_options: Mapping[str, Any] | None = None) -> Callable[[Any, Batch], dict[str, jax.Array]]:
+                   compiler_options: Mapping[str, Any] | None = None,
+                   plan=None) -> Callable[[Any, Batch], dict[str, jax.Array]]:
     """Jitted deterministic `(params, batch) -> {"nll_sum", "ntokens"}` (sums over the global batch)."""
     def step(params, batch: Batch):
-        _, nll_sum, ntokens, _ = _loss_sums(model, params, flatten_batch(batch), 0.0, None)
+        _, nll_sum, ntokens, _ = _loss_sums(model, params, batch, 0.0, None, plan)
         return {"nll_sum": nll_sum, "ntokens": ntokens}
 
     return jax.jit(step, in_shardings=(param_shardings, batch_shardings), out_shardings=shd.replicated(mesh),
