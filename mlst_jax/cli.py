@@ -64,11 +64,27 @@ def build_parser() -> argparse.ArgumentParser:
     from mlst_jax.data.cli_data import add_data_commands
 
     add_data_commands(sub)
+
+    from mlst_jax.train.cli_train import add_train_commands
+
+    add_train_commands(sub)
+
+    from mlst_jax.sharing.cli_sharing import add_sharing_commands
+
+    add_sharing_commands(sub)
+
+    from mlst_jax.sharing.cli_analyze import add_analyze_command
+
+    add_analyze_command(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "accepts_config_overrides", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.config_overrides = extra  # `--config.FIELD=VALUE` of the commands that take a config file
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:

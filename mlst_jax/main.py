@@ -2,15 +2,17 @@
 
     python -m mlst_jax.main --config configs/synth_tiny.py --workdir DIR [--config.train.max_updates=100 ...]
 
-Multi-process runs call `jax.distributed.initialize()` when `--coordinator_address` is given or the
-cluster environment provides one (`JAX_COORDINATOR_ADDRESS`, SLURM, Cloud TPU, ...; `--distributed`).
+Multi-process runs call `jax.distributed.initialize()` when `--coordinator_address` (or
+`JAX_COORDINATOR_ADDRESS`) is given, or with `--distributed` from the cluster environment (SLURM, Cloud TPU,
+...); see `mlst_jax/train/distributed.py`. A diverged run (NaN/inf loss) exits with status 1 and names the
+last good checkpoint.
 `--mode=evaluate` scores the averaged last checkpoints on `--split` (default: `data.test_split`).
 """
 from __future__ import annotations
 
 import json
 import logging
-import os
+import sys
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -26,28 +28,24 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "this process's index (wi
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False, "call jax.distributed.initialize() with auto-detection")
 
 
-def _maybe_initialize_distributed() -> None:
-    import jax
-
-    if _COORDINATOR.value:
-        jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-    elif _DISTRIBUTED.value or os.environ.get("JAX_COORDINATOR_ADDRESS"):
-        jax.distributed.initialize()
-
-
 def main(argv) -> None:
     """Runs training or evaluation for the parsed flags."""
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.getLogger().setLevel(logging.INFO)
-    _maybe_initialize_distributed()
+    from mlst_jax.train import distributed
+
+    distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, auto=_DISTRIBUTED.value)
     from mlst_jax.train import trainer
 
     config = _CONFIG.value
     if config is None:
         raise app.UsageError("--config is required")
     if _MODE.value == "train":
-        result = trainer.train_and_evaluate(config, _WORKDIR.value)
+        try:
+            result = trainer.train_and_evaluate(config, _WORKDIR.value)
+        except FloatingPointError as e:  # diverged: the message names the last good checkpoint
+            sys.exit(f"error: {e}")
     else:
         result = trainer.evaluate(config, _WORKDIR.value, _SPLIT.value)
     print(json.dumps(result, indent=1, default=float))

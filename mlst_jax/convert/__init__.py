@@ -1,8 +1,10 @@
-"""Checkpoint conversion: HF Speech2Text directories and fairseq S2T checkpoints ↔ `S2TTransformer` params."""
+"""Checkpoint conversion: HF Speech2Text directories and fairseq S2T checkpoints ↔ `S2TTransformer` params;
+HF Wav2Vec2 / MBart / SpeechEncoderDecoder directories and fairseq wav2vec 2.0 checkpoints (`load_pretrained`)."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from mlst_jax.convert.fairseq import load_fairseq_s2t, save_fairseq_s2t
 from mlst_jax.convert.hf import load_hf_speech2text, save_hf_speech2text
@@ -12,8 +14,11 @@ ACCEPTED = ("hf: a directory with config.json (model_type 'speech_to_text') and 
             "pytorch_model.bin; fairseq: an S2T Transformer .pt file, or a directory holding exactly one "
             "checkpoint*.pt")
 
-__all__ = ["load_checkpoint", "convert", "load_hf_speech2text", "save_hf_speech2text", "load_fairseq_s2t",
-           "save_fairseq_s2t"]
+__all__ = ["load_checkpoint", "load_pretrained", "convert", "load_hf_speech2text", "save_hf_speech2text",
+           "load_fairseq_s2t", "save_fairseq_s2t"]
+
+# HF model types of the other models, and the name `load_pretrained` gives each.
+OTHER_HF_MODELS = {"wav2vec2": "wav2vec2", "mbart": "mbart", "speech-encoder-decoder": "xmef"}
 
 
 def detect_kind(path: str | Path) -> tuple[str, Path]:
@@ -24,6 +29,9 @@ def detect_kind(path: str | Path) -> tuple[str, Path]:
             model_type = json.loads((path / "config.json").read_text()).get("model_type")
             if model_type == "speech_to_text":
                 return "hf", path
+            if model_type in OTHER_HF_MODELS:
+                raise ValueError(f"{path}: a {model_type} checkpoint, not an S2T Transformer; load it with "
+                                 "mlst_jax.convert.load_pretrained")
             raise ValueError(f"{path}: config.json has model_type {model_type!r}; accepted: {ACCEPTED}")
         pts = sorted(path.glob("checkpoint*.pt"))
         if len(pts) == 1:
@@ -49,3 +57,26 @@ def convert(src: str | Path, dst: str | Path, trust_pickle: bool = False) -> tup
     kind, config, params = load_checkpoint(src, trust_pickle=trust_pickle)
     save_hf_speech2text(dst, config, params)
     return kind, config
+
+
+def load_pretrained(path: str | Path, trust_pickle: bool = False) -> tuple[str, str, Any, dict]:
+    """(model, kind, config, params) from any supported checkpoint; model is 's2t', 'wav2vec2', 'mbart' or 'xmef'
+    (the config is that model's), kind 'hf' or 'fairseq'. Accepts what `load_checkpoint` accepts, HF Wav2Vec2Model /
+    Wav2Vec2ForCTC, MBartForConditionalGeneration and SpeechEncoderDecoderModel directories, and fairseq wav2vec 2.0
+    checkpoints."""
+    from mlst_jax.convert import mbart, wav2vec2, xmef
+    from mlst_jax.convert.fairseq import _torch_load
+
+    path = Path(path)
+    if path.is_dir() and (path / "config.json").exists():
+        model_type = json.loads((path / "config.json").read_text()).get("model_type")
+        loaders = {"wav2vec2": wav2vec2.load_hf_wav2vec2, "mbart": mbart.load_hf_mbart,
+                   "speech-encoder-decoder": xmef.load_hf_xmef}
+        if model_type in loaders:
+            return (OTHER_HF_MODELS[model_type], "hf", *loaders[model_type](path))
+    kind, file = detect_kind(path)
+    if kind == "fairseq":
+        ckpt = _torch_load(file, trust_pickle)
+        if isinstance(ckpt, dict) and wav2vec2.is_fairseq_wav2vec2(ckpt.get("model", {})):
+            return ("wav2vec2", kind, *wav2vec2.wav2vec2_from_fairseq_checkpoint(ckpt, str(file)))
+    return ("s2t", *load_checkpoint(path, trust_pickle=trust_pickle))

@@ -53,15 +53,26 @@ def numpy_to_torch(x: np.ndarray):
     return torch.from_numpy(x)
 
 
+def refuse_adapters(config: S2TConfig, what: str) -> None:
+    """ValueError when `config` has bottleneck adapters, which HF Speech2Text and fairseq S2T checkpoints lack."""
+    if config.adapter_dim:
+        raise ValueError(f"{what}: the model has bottleneck adapters (adapter_dim={config.adapter_dim}), which "
+                         "Speech2Text / fairseq S2T checkpoints cannot hold; convert the base model "
+                         "(mlst_jax.finetune.adapters.strip_adapters(params), config.replace(adapter_dim=0)), "
+                         "or keep an Orbax checkpoint")
+
+
 def s2t_params_from_state_dict(state: dict[str, np.ndarray], config: S2TConfig, rule: NameRule,
                                source: str) -> dict:
     """S2TTransformer params from a torch-layout state dict named by `rule`; ValueError on any mismatch."""
+    refuse_adapters(config, source)
     aliases = {rule.torch_key(LM_HEAD): rule.torch_key(EMBED)} if config.tie_word_embeddings else {}
     return from_state_dict(state, abstract_params(config), rule, source, aliases)
 
 
 def s2t_state_dict(params: Any, config: S2TConfig, rule: NameRule) -> dict[str, np.ndarray]:
     """Torch-layout state dict of `params`, after checking that they fit `config`."""
+    refuse_adapters(config, "params to export")
     state = to_state_dict(params, rule)
     s2t_params_from_state_dict(state, config, rule, "params to export")
     return state
@@ -78,8 +89,10 @@ def config_from_hf(d: dict[str, Any], source: str = "config.json") -> S2TConfig:
 
 def config_to_hf(config: S2TConfig, storage_dtype: str = "float32") -> dict[str, Any]:
     """HF `Speech2TextConfig` dict of `config`."""
+    refuse_adapters(config, "config to export")
     d = config.to_dict()
     d.pop("dtype")
+    d.pop("adapter_dim")
     return {"model_type": "speech_to_text", "architectures": ["Speech2TextForConditionalGeneration"],
             "is_encoder_decoder": True, "num_conv_layers": config.num_conv_layers, "dtype": storage_dtype, **d}
 

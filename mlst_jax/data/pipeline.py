@@ -16,9 +16,10 @@ fairseq's multilingual speech-to-text recipe, made static-shape for XLA:
   (language, frame bucket) cell in proportion to the cell's size, which keeps the number of batches per
   epoch fixed. ``T = 1`` uses every example exactly once per epoch.
 * **Static shapes.** Each example goes to the smallest frame bucket holding it. A bucket's batch holds
-  ``B = floor(max_frames_per_batch / T_bucket)`` rows rounded down to a multiple of
-  ``lcm(n_groups, num_devices)``; its token length is the smallest token bucket holding the longest target
-  in that frame bucket. So there is one shape per used frame bucket (:meth:`Pipeline.batch_shapes`).
+  ``B = floor(max_frames_per_batch / T_bucket)`` rows rounded down so that every device gets the same
+  number of rows of every group (stratified: ``b = B / n_groups`` a multiple of ``num_devices``; otherwise
+  ``B`` a multiple of ``num_devices``); its token length is the smallest token bucket holding the longest
+  target in that frame bucket. So there is one shape per used frame bucket (:meth:`Pipeline.batch_shapes`).
 * **Stratified batches.** With ``stratify=True`` a batch is ``[n_groups, b, ...]``, each group holding
   examples of a single target language, with ``group_lang`` [n_groups]; otherwise ``[B, ...]`` with a
   per-row ``lang``. Language ids index ``pipeline.langs``.
@@ -28,11 +29,12 @@ fairseq's multilingual speech-to-text recipe, made static-shape for XLA:
   SpecAugment on training batches (fairseq's transform order).
 * **Multi-host.** All processes build the same global plan (same shapes at every step); process ``s`` of
   ``shard_count`` reads rows ``[s·b, (s+1)·b)`` of every global group, so processes see disjoint examples.
-  ``max_frames_per_batch`` bounds each process's batch.
+  ``max_frames_per_batch`` bounds each process's batch. Batches do not depend on how the global batch is split
+  over processes (see *Checkpointing* for SpecAugment).
 * **Checkpointing.** The plan is a grain ``MapDataset`` over batch indices, so the iterator's state is
   grain's own (``get_state``/``set_state``); SpecAugment draws from a generator seeded by (seed, batch
-  index, shard), so a restored iterator yields the same batches. ``worker_count > 0`` adds grain worker
-  processes (``mp_prefetch``).
+  index, row of the global batch), so a restored iterator yields the same batches, whatever the number of
+  processes. ``worker_count > 0`` adds grain worker processes (``mp_prefetch``).
 
 Batch dict: ``features`` float32 [..., T, 80] (zero past each length), ``feature_lengths`` int32,
 ``decoder_input`` int32 ``[</s>, tag, tokens...]`` padded with ``<pad>``, ``target`` int32 ``[tag,
@@ -60,7 +62,8 @@ from mlst_jax.data.vocab import EOS_ID, PAD_ID
 
 __all__ = [
     "PipelineConfig", "SourceMeta", "PipelineStats", "BatchShape", "Pipeline", "scan_source", "language_probs",
-    "epoch_sizes", "make_train_pipeline", "make_eval_pipeline",
+    "epoch_sizes", "batch_shape", "train_frame_buckets", "static_batch_shapes", "make_train_pipeline",
+    "make_eval_pipeline",
 ]
 
 logger = logging.getLogger(__name__)
@@ -244,6 +247,58 @@ def _bucket(n: int, buckets: Sequence[int]) -> int:
     return buckets[i] if i < len(buckets) else -(-n // buckets[0]) * buckets[0]
 
 
+def _rows(cfg: PipelineConfig, frames: int, n_groups: int, num_devices: int) -> int:
+    """Rows of a ``frames``-bucket batch: the frame budget rounded down to whole rows per device and group."""
+    multiple = n_groups * num_devices
+    rows = cfg.max_frames_per_batch // frames // multiple * multiple
+    if rows == 0:
+        what = f"{n_groups} language groups x {num_devices} devices" if cfg.stratify else f"{num_devices} devices"
+        raise ValueError(f"max_frames_per_batch={cfg.max_frames_per_batch} cannot hold one utterance of {frames} "
+                         f"frames for each of {what} ({multiple} rows); the budget is per process: raise it "
+                         f"with the process's batch devices, or lower max_frames")
+    return rows
+
+
+def _n_groups(cfg: PipelineConfig, langs: Sequence[str]) -> int:
+    return (cfg.n_groups or len(langs)) if cfg.stratify else 1
+
+
+def batch_shape(cfg: PipelineConfig, frames: int, tokens: int, *, num_devices: int = 1) -> BatchShape:
+    """One process's batch shape for frame bucket ``frames`` and token length ``tokens`` (``cfg.langs`` set)."""
+    if cfg.stratify and not (cfg.n_groups or cfg.langs):
+        raise ValueError("batch_shape of a stratified pipeline needs cfg.langs (or cfg.n_groups)")
+    return _shape(cfg, frames, tokens, _n_groups(cfg, cfg.langs), num_devices)
+
+
+def _shape(cfg: PipelineConfig, frames: int, tokens: int, n_groups: int, num_devices: int) -> BatchShape:
+    rows = _rows(cfg, frames, n_groups, num_devices)
+    lead = (n_groups, rows // n_groups) if cfg.stratify else (rows,)
+    return BatchShape((*lead, frames, NUM_MEL_BINS), (*lead, tokens))
+
+
+def train_frame_buckets(cfg: PipelineConfig) -> list[int]:
+    """The frame buckets training batches can use: up to the one holding ``max_frames``."""
+    return list(cfg.frame_buckets[: int(np.searchsorted(cfg.frame_buckets, cfg.max_frames)) + 1])
+
+
+def static_batch_shapes(cfg: PipelineConfig, *, num_devices: int = 1, frames: Sequence[int] | None = None,
+                        tokens: int | None = None) -> list[BatchShape]:
+    """Every shape a training pipeline over any data can yield, without reading data: one per frame bucket up
+    to the one holding ``max_frames`` (or per bucket in ``frames``), each at the token bucket holding ``tokens``
+    (default ``max_tokens``, the longest possible); the data decide which shapes are used and with how many
+    tokens (:meth:`Pipeline.batch_shapes`)."""
+    buckets = train_frame_buckets(cfg)
+    if frames is not None:
+        unknown = [t for t in frames if t not in buckets]
+        if unknown:
+            raise ValueError(f"frames {unknown} are not frame buckets up to max_frames={cfg.max_frames}: {buckets}")
+        buckets = sorted(set(frames))
+    if tokens is not None and not 0 < tokens <= cfg.max_tokens:
+        raise ValueError(f"tokens={tokens} must be in [1, max_tokens={cfg.max_tokens}]")
+    u = _bucket(cfg.max_tokens if tokens is None else tokens, cfg.token_buckets)
+    return [batch_shape(cfg, t, u, num_devices=num_devices) for t in buckets]
+
+
 def _draw(ids: np.ndarray, m: int, rng: np.random.Generator, shuffle: bool) -> np.ndarray:
     q, r = divmod(m, len(ids))
     out = np.concatenate([np.tile(ids, q), ids[rng.choice(len(ids), r, replace=False)]])
@@ -320,14 +375,18 @@ class _TrainPlan:
         k, group_lang, gids = self.epoch(e)[j]
         b = self.rows_local[k]
         if self.stratify:
+            width = gids.shape[1]
             gids = gids[:, self.shard_index * b : (self.shard_index + 1) * b]
             row_lang = np.repeat(group_lang, b).reshape(gids.shape)
+            row = np.arange(len(gids))[:, None] * width + self.shard_index * b + np.arange(b)
         else:
             gids = gids.reshape(self.shard_count, -1)[self.shard_index]
             row_lang = np.maximum(np.searchsorted(self.offsets, gids, side="right") - 1, 0).astype(np.int32)
+            row = self.shard_index * len(gids) + np.arange(len(gids))
         slot = np.where(gids >= 0, row_lang, -1)
         return dict(index=int(index), shape=self.shapes[k], group_lang=group_lang, slot=slot,
-                    lang=row_lang.astype(np.int32), example=np.where(gids >= 0, gids - self.offsets[row_lang], -1))
+                    lang=row_lang.astype(np.int32), example=np.where(gids >= 0, gids - self.offsets[row_lang], -1),
+                    row=row.reshape(-1))
 
 
 class _BatchLoader:
@@ -391,8 +450,8 @@ class _BatchLoader:
         lengths *= valid
         feats = self._normalize(feats, lengths)
         if self.specaugment is not None:
-            rng = np.random.default_rng([self.seed, 1, spec["index"], self.shard_index])
-            for row in np.flatnonzero(valid):
+            for row in np.flatnonzero(valid):  # one generator per global row: independent of the process count
+                rng = np.random.default_rng([self.seed, 1, spec["index"], int(spec["row"][row])])
                 feats[row] = self.specaugment(feats[row], rng, lengths[row])
         out = dict(features=feats, feature_lengths=lengths, decoder_input=dec, target=tgt, loss_weights=weights,
                    valid=valid, index=np.where(valid == 1, example, -1).astype(np.int32))
@@ -416,7 +475,7 @@ def _fbank_cpu(waves: np.ndarray, n_samples: np.ndarray) -> np.ndarray:
 
     from mlst_jax.audio.fbank import fbank_batch
 
-    with jax.default_device(jax.devices("cpu")[0]):
+    with jax.default_device(jax.local_devices(backend="cpu")[0]):  # process-local in multi-process runs
         feats, _ = fbank_batch(waves, n_samples)
         return np.asarray(feats)
 
@@ -517,8 +576,8 @@ def make_train_pipeline(
       vocab: target vocabulary with a ``<lang:xx>`` tag for every language.
       cfg: :class:`PipelineConfig`.
       shard_index, shard_count: this process's index and the number of processes.
-      num_devices: data-parallel devices fed by this process; every batch's row count is a multiple of it
-        (and of ``n_groups`` when stratified).
+      num_devices: data-parallel devices fed by this process; every device gets the same number of rows of
+        every language group (stratified: rows per group are a multiple of it; otherwise all rows).
       metadata: precomputed :func:`scan_source` results per language (scanned when missing).
 
     Returns:
@@ -532,8 +591,7 @@ def make_train_pipeline(
     for lang in langs:
         vocab.lang_id(lang)
     metadata = _metadata(sources, vocab, langs, metadata)
-    n_groups = (cfg.n_groups or len(langs)) if cfg.stratify else 1
-    multiple = math.lcm(n_groups, num_devices)
+    n_groups = _n_groups(cfg, langs)
 
     stats = PipelineStats()
     kept_ids, bucket_of = {}, {}
@@ -571,16 +629,10 @@ def make_train_pipeline(
                 cell.append((li, ids + offsets[li], m))
         if not cell:
             continue
-        rows = cfg.max_frames_per_batch // t // multiple * multiple
-        if rows == 0:
-            raise ValueError(f"max_frames_per_batch={cfg.max_frames_per_batch} cannot hold {multiple} utterances "
-                             f"of {t} frames (rows must be a multiple of lcm(n_groups={n_groups}, "
-                             f"num_devices={num_devices}))")
         u = _bucket(max(int(metadata[langs[li]].n_tokens[ids - offsets[li]].max()) for li, ids, _ in cell),
                     cfg.token_buckets)
-        lead = (n_groups, rows // n_groups) if cfg.stratify else (rows,)
-        cells[k], rows_local[k] = cell, rows // n_groups
-        shapes[k] = BatchShape((*lead, t, NUM_MEL_BINS), (*lead, u))
+        shapes[k] = _shape(cfg, t, u, n_groups, num_devices)
+        cells[k], rows_local[k] = cell, shapes[k].tokens[-2]
     plan = _TrainPlan(cells, shapes, offsets, cfg, n_groups, rows_local, shard_index, shard_count)
     epochs = cfg.num_epochs if cfg.num_epochs is not None else sys.maxsize // plan.steps_per_epoch
     total = plan.steps_per_epoch * epochs

@@ -37,9 +37,9 @@ def activation(name: str) -> Callable[[Array], Array]:
         raise ValueError(f"unknown activation {name!r}; known: {sorted(ACTIVATIONS)}") from None
 
 
-def LayerNorm(name: str | None = None, dtype: Dtype = jnp.float32) -> nn.LayerNorm:
-    """LayerNorm with PyTorch's epsilon, computed in float32."""
-    return nn.LayerNorm(epsilon=LN_EPS, dtype=jnp.float32, param_dtype=jnp.float32, name=name)
+def LayerNorm(name: str | None = None, dtype: Dtype = jnp.float32, epsilon: float = LN_EPS) -> nn.LayerNorm:
+    """LayerNorm with PyTorch's epsilon (unless given), computed in float32."""
+    return nn.LayerNorm(epsilon=epsilon, dtype=jnp.float32, param_dtype=jnp.float32, name=name)
 
 
 def length_mask(lengths: Array, max_len: int) -> Array:
@@ -202,6 +202,16 @@ class Dropout(nn.Module):
         bits = _mix32(_mix32(idx ^ seed) + seed)
         keep = bits >= jnp.uint32(min(round(self.rate * 2.0 ** 32), 2 ** 32 - 1))
         return jnp.where(keep, x / jnp.asarray(1.0 - self.rate, x.dtype), jnp.zeros((), x.dtype))
+
+
+def layer_dropped(module: nn.Module, rate: float, deterministic: bool) -> Array | None:
+    """LayerDrop: a scalar bool that is True when the layer is skipped this call (None when LayerDrop is off).
+
+    Drawn from `module`'s 'dropout' RNG stream; only in training (`deterministic=False`).
+    """
+    if deterministic or rate <= 0.0:
+        return None
+    return jax.random.uniform(module.make_rng("dropout"), ()) < rate
 
 
 def glu(x: Array, axis: int = -1) -> Array:

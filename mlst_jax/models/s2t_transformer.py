@@ -2,7 +2,8 @@
 
 Conv1d subsampler (stride 2 per layer, GLU) → scaled inputs + sinusoidal positions → pre-LN encoder →
 pre-LN decoder with scaled token embeddings and sinusoidal positions → final LayerNorm → output projection
-(tied or untied).
+(tied or untied). With `adapter_dim > 0` every encoder and decoder layer ends with a residual bottleneck adapter
+(`mlst_jax.finetune.adapters`).
 
 One deliberate difference from both references: frames past an utterance's length are zeroed before every
 subsampler layer, so padding never changes the outputs of the valid frames. The references let the second
@@ -19,6 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mlst_jax.finetune.adapters import BottleneckAdapter
 from mlst_jax.models import layers
 from mlst_jax.models.layers import LayerNorm, MultiHeadAttention, FeedForward
 
@@ -54,6 +56,9 @@ class S2TConfig:
     eos_token_id: int = 2
     decoder_start_token_id: int = 2
     dtype: str = "float32"
+    # Bottleneck size of the residual adapter after every encoder and decoder layer (seed 000's Adapter
+    # baseline; `mlst_jax.finetune.adapters`). 0: no adapters, and the parameter tree is the plain model's.
+    adapter_dim: int = 0
 
     def __post_init__(self):
         object.__setattr__(self, "conv_kernel_sizes", tuple(int(k) for k in self.conv_kernel_sizes))
@@ -64,6 +69,8 @@ class S2TConfig:
             raise ValueError("conv_kernel_sizes must name at least one conv layer")
         if self.conv_channels % 2:
             raise ValueError(f"conv_channels={self.conv_channels} must be even (GLU halves it)")
+        if self.adapter_dim < 0:
+            raise ValueError(f"adapter_dim={self.adapter_dim} must be >= 0 (0: no adapters)")
 
     @property
     def num_conv_layers(self) -> int:
@@ -149,7 +156,11 @@ class EncoderLayer(nn.Module):
         h = LayerNorm("final_layer_norm")(x).astype(dtype)
         h = FeedForward(cfg.d_model, cfg.encoder_ffn_dim, cfg.activation_function, cfg.activation_dropout,
                         dtype=dtype, name="ffn")(h, deterministic)
-        return x + drop(h, deterministic=deterministic)
+        x = x + drop(h, deterministic=deterministic)
+        if cfg.adapter_dim:
+            x = BottleneckAdapter(cfg.adapter_dim, cfg.activation_dropout, dtype=dtype, name="adapter")(
+                x, deterministic)
+        return x
 
 
 class DecoderLayer(nn.Module):
@@ -168,6 +179,8 @@ class DecoderLayer(nn.Module):
         self.ffn = FeedForward(cfg.d_model, cfg.decoder_ffn_dim, cfg.activation_function, cfg.activation_dropout,
                                dtype=dtype)
         self.drop = layers.Dropout(cfg.dropout)
+        if cfg.adapter_dim:
+            self.adapter = BottleneckAdapter(cfg.adapter_dim, cfg.activation_dropout, dtype=dtype)
 
     def _rest(self, x, cross_kv, enc_mask, deterministic):
         dtype = jnp.dtype(self.config.dtype)
@@ -175,7 +188,10 @@ class DecoderLayer(nn.Module):
         h = self.encoder_attn(h, mask=enc_mask, kv=cross_kv, deterministic=deterministic)
         x = x + self.drop(h, deterministic=deterministic)
         h = self.ffn(self.final_layer_norm(x).astype(dtype), deterministic)
-        return x + self.drop(h, deterministic=deterministic)
+        x = x + self.drop(h, deterministic=deterministic)
+        if self.config.adapter_dim:
+            x = self.adapter(x, deterministic)
+        return x
 
     def __call__(self, x: Array, self_mask: Array, cross_kv: tuple[Array, Array], enc_mask: Array,
                  deterministic: bool = True) -> Array:

@@ -44,7 +44,7 @@ class TaskGradients:
     grads: dict[Unit, dict[str, np.ndarray]]
     ntokens: np.ndarray
     nll: np.ndarray
-    num_utterances: int
+    utterances: int
 
     def unit_matrix(self, unit: Unit) -> np.ndarray:
         """[n, D]: the unit's leaves flattened and concatenated per task (leaves in pytree order)."""
@@ -101,7 +101,7 @@ def make_task_grad_fn(model, plan: SharingPlan, params: Any, units: Iterable[Uni
     missing = units - {unit_of(names[i]) for i in diff}
     if missing:
         raise ValueError(f"units not in the model: {sorted('/'.join(u) for u in missing)[:5]}")
-    rest = [i for i in range(len(names)) if i not in set(diff)]
+    rest = sorted(set(range(len(names))) - set(diff))
     shapes = [tuple(flat[i][1].shape[1:] if tables[i].num_copies > 1 else flat[i][1].shape) for i in diff]
 
     def task_loss(diff_leaves, rest_leaves, dec_in, target, weights, features, lengths):
@@ -118,15 +118,12 @@ def make_task_grad_fn(model, plan: SharingPlan, params: Any, units: Iterable[Uni
     def step(acc, params, batch):
         gathered, axes = plan.gather(params, jnp.arange(n))
         g_leaves, a_leaves = jax.tree.leaves(gathered), jax.tree.leaves(axes, is_leaf=lambda x: x is None)
-        weights = batch["loss_weights"].astype(jnp.float32)
-        if "valid" in batch:
-            weights = weights * batch["valid"].astype(jnp.float32)[None, :, None]
+        valid = batch["valid"].astype(jnp.float32) if "valid" in batch else jnp.ones(batch["feature_lengths"].shape)
+        weights = batch["loss_weights"].astype(jnp.float32) * valid[None, :, None]
         per_task = jax.vmap(jax.value_and_grad(task_loss),
                             in_axes=([a_leaves[i] for i in diff], [a_leaves[i] for i in rest], 0, 0, 0, None, None))
         nll, grads = per_task([g_leaves[i] for i in diff], [g_leaves[i] for i in rest], batch["decoder_input"],
                               batch["target"], weights, batch["features"], batch["feature_lengths"])
-        valid = (jnp.ones(batch["feature_lengths"].shape, jnp.float32) if "valid" not in batch
-                 else batch["valid"].astype(jnp.float32))
         return {"grads": [a + g for a, g in zip(acc["grads"], grads)], "nll": acc["nll"] + nll,
                 "ntokens": acc["ntokens"] + weights.sum(axis=(1, 2)), "utterances": acc["utterances"] + valid.sum()}
 
@@ -148,7 +145,9 @@ def task_gradients(model, params: Any, plan: SharingPlan, batches: Iterable[Batc
     for batch in tqdm(batches, total=total, desc="task gradients", unit="batch", disable=not progress):
         if np.shape(batch["target"])[0] != n:
             raise ValueError(f"batch has references in {np.shape(batch['target'])[0]} languages, the plan {n}")
-        acc = fn.step(acc, params, {k: batch[k] for k in keys if k in batch})
+        batch = {k: batch[k] for k in keys if k in batch}
+        batch.setdefault("valid", np.ones(np.shape(batch["feature_lengths"]), np.int32))  # one jit signature
+        acc = fn.step(acc, params, batch)
     acc = jax.device_get(acc)
     ntokens = np.asarray(acc["ntokens"], np.float64)
     if not np.all(ntokens > 0):

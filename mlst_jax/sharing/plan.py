@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["CopyTable", "SharingPlan", "Unit", "path_names"]
+__all__ = ["CopyTable", "SharingPlan", "Unit", "path_names", "transfer_leaf", "unit_of", "base_shapes"]
 
 Unit = tuple[str, ...]
 
@@ -191,19 +191,7 @@ class SharingPlan:
         """Re-lays out `tree` (stored parameters, or any parameter-shaped tree such as Adam moments) from plan
         `old` to this plan, where every copy of this plan descends from one copy of `old`: a new copy starts
         as a copy of its parent."""
-        def one(x, t_old, t_new):
-            if t_old == t_new:
-                return x
-            src = []  # parent copy in `old` of each new copy
-            for c in range(t_new.num_copies):
-                parents = {t_old.copy_of[l] for l in t_new.members(c)}
-                if len(parents) != 1:
-                    raise ValueError(f"copy {c} of {t_new.copy_of} merges copies {sorted(parents)} of {t_old.copy_of}")
-                src.append(parents.pop())
-            base = x[None] if t_old.num_copies == 1 else x
-            out = jnp.take(base, jnp.asarray(src, jnp.int32), axis=0)
-            return out[0] if t_new.num_copies == 1 else out
-        return jax.tree.map(one, tree, old.tables, self.tables)
+        return jax.tree.map(transfer_leaf, tree, old.tables, self.tables)
 
     def transfer_opt_state(self, opt_state: Any, old: "SharingPlan", old_params: Any) -> Any:
         """`transfer` applied to every optimizer-state subtree laid out like the parameters (Adam moments,
@@ -254,6 +242,21 @@ class SharingPlan:
     def __repr__(self) -> str:
         split = sum(t.num_copies > 1 for t in self.units().values())
         return f"SharingPlan(langs={self.langs}, units={len(self.units())}, language-specific units={split})"
+
+
+def transfer_leaf(x, t_old: CopyTable, t_new: CopyTable):
+    """Leaf `x` stored under table `t_old` re-laid out for `t_new` (each new copy from its parent copy)."""
+    if t_old == t_new:
+        return x
+    src = []  # parent copy in `t_old` of each new copy
+    for c in range(t_new.num_copies):
+        parents = {t_old.copy_of[l] for l in t_new.members(c)}
+        if len(parents) != 1:
+            raise ValueError(f"copy {c} of {t_new.copy_of} merges copies {sorted(parents)} of {t_old.copy_of}")
+        src.append(parents.pop())
+    base = x[None] if t_old.num_copies == 1 else x
+    out = jnp.take(base, jnp.asarray(src, jnp.int32), axis=0)
+    return out[0] if t_new.num_copies == 1 else out
 
 
 def unit_of(names: tuple[str, ...]) -> Unit:

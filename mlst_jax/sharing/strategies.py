@@ -1,6 +1,7 @@
 """Sharing strategies of seed 000: every strategy returns a `SharingPlan` over the S2T Transformer's params.
 
-- `multilingual`: everything shared; `bilingual`: every leaf has one copy per language.
+- `multilingual`: everything shared; `bilingual`: every leaf has one copy per language; `adapters`: only
+  the bottleneck adapters (a model with `adapter_dim > 0`) are language-specific.
 - Heuristic `enc[+part]`: the encoder is shared. `enc` gives every language its own decoder (embeddings and
   output projection included). In `enc+part` the listed decoder part is shared, the decoder embeddings,
   output projection and final LayerNorm stay shared, and everything else in the decoder layers (their
@@ -40,14 +41,14 @@ HEURISTIC_PARTS: dict[str, frozenset[str]] = {
     "qkvo": frozenset(f"{a}/{p}" for a in ATTENTIONS for p in ("q_proj", "k_proj", "v_proj", "out_proj")),
     "ffn": frozenset(("ffn/fc1", "ffn/fc2")),
 }
-STRATEGY_PATTERN = re.compile(r"^(?P<name>multilingual|bilingual|enc(\+(?P<part>[a-z_]+))?|(?P<kind>random|grad)@(?P<x>[0-9.]+))$")
+STRATEGY_PATTERN = re.compile(r"^(?P<name>multilingual|bilingual|adapters|enc(\+(?P<part>[a-z_]+))?|(?P<kind>random|grad)@(?P<x>[0-9.]+))$")
 
 
 def parse_strategy(strategy: str) -> tuple[str, str | None, float | None]:
     """'enc+ffn' -> ('enc', 'ffn', None); 'grad@2.0' -> ('grad', None, 2.0); 'bilingual' -> ('bilingual', None, None)."""
     m = STRATEGY_PATTERN.match(strategy)
     if not m or (m.group("part") and m.group("part") not in HEURISTIC_PARTS):
-        raise ValueError(f"unknown sharing strategy {strategy!r}: use multilingual, bilingual, enc, "
+        raise ValueError(f"unknown sharing strategy {strategy!r}: use multilingual, bilingual, adapters, enc, "
                          f"enc+{{{','.join(HEURISTIC_PARTS)}}}, random@X or grad@X")
     if m.group("kind"):
         x = float(m.group("x"))
@@ -93,6 +94,10 @@ def make_plan(strategy: str, base_params: Any, langs: Sequence[str], *, seed: in
         return SharingPlan.shared(base_params, langs)
     if kind == "bilingual":
         return SharingPlan.from_units(base_params, langs, lambda u: CopyTable.separate(n))
+    if kind == "adapters":
+        from mlst_jax.finetune.adapters import adapter_plan
+
+        return adapter_plan(base_params, langs)
     if kind == "enc":
         shared = HEURISTIC_PARTS[part] if part else frozenset()
 

@@ -1,18 +1,17 @@
 """Experiment configs: the shared defaults every `configs/*.py` starts from, and validation before compiling."""
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import ml_collections
 
 from mlst_jax.models.s2t_transformer import NAMED_CONFIGS, S2TConfig, named_config
+from mlst_jax.sharing.strategies import parse_strategy
 
 MUSTC_LANGS = ("de", "es", "fr", "it", "nl", "pt", "ro", "ru")
 KNOWN_LANGS = frozenset(MUSTC_LANGS + ("en", "ca", "fa", "et", "mn", "tr", "ar", "sv", "lv", "sl", "ta", "ja", "id",
                                        "cy", "zh", "pl", "cs", "el", "hu", "fi", "sk", "bg", "lt", "mt", "hr", "da",
                                        "ko", "vi", "uk", "he", "hi"))
-_STRATEGY = re.compile(r"^(multilingual|bilingual|enc(\+[a-z_]+)?|random@(?P<r>[0-9.]+)|grad@(?P<g>[0-9.]+))$")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -59,10 +58,12 @@ def base_config() -> ml_collections.ConfigDict:
     c.train = ml_collections.ConfigDict()
     c.train.max_updates = 100000
     c.train.log_every = 100
-    c.train.eval_every = 2000
+    c.train.eval_every = 2000  # <= 0: no evaluation during training
     c.train.checkpoint_every = 2000
     c.train.keep_checkpoints = 10
     c.train.average_last = 10
+    c.train.progress = True  # progress bar on process 0
+    c.train.peak_flops = 0.0  # summed peak FLOP/s of all devices, for MFU (0: not shown)
 
     c.mesh = ml_collections.ConfigDict()
     c.mesh.data = -1  # -1: all devices not used by the other axes
@@ -70,13 +71,24 @@ def base_config() -> ml_collections.ConfigDict:
     c.mesh.tensor = 1
 
     c.sharing = ml_collections.ConfigDict()
-    c.sharing.strategy = "multilingual"
+    c.sharing.strategy = "multilingual"  # see mlst_jax.sharing.strategies
+    c.sharing.init = ""  # a run (workdir) whose latest checkpoint this run continues from, re-laid out to its plan
+    c.sharing.seed = 0  # random@X
+    c.sharing.multiway_split = "dev"  # grad@X: the multi-way aligned split the task gradients are computed on
+    c.sharing.multiway_max = 0  # utterances of it (0 = all)
+    c.sharing.iterative_every = 0  # K > 0 (with grad@X): differentiate every K steps during training
+    c.sharing.iterative_rounds = 4  # ... reaching X after this many rounds
+
+    c.finetune = ml_collections.ConfigDict()
+    c.finetune.trainable = "all"  # or an LNA variant / "adapters" (mlst_jax.finetune.lna); frozen params have no Adam state
 
     c.eval = ml_collections.ConfigDict()
     c.eval.beam = 5
     c.eval.lenpen = 1.0
     c.eval.max_len_a = 0.0
     c.eval.max_len_b = 200
+    c.eval.batch_size = 0  # rows per eval batch (0: max_frames_per_batch // max_frames)
+    c.eval.max_examples = 0  # per language (0: all)
     return c
 
 
@@ -120,14 +132,10 @@ def validate(c: ml_collections.ConfigDict, device_count: int | None = None, chec
                 raise ValueError(f"data.{field} is not set (pass --config.data.{field}=DIR)")
             if field == "manual_dir" and not Path(path).is_dir():
                 raise ValueError(f"data.manual_dir={path!r} does not exist")
-    m = _STRATEGY.match(c.sharing.strategy)
-    if not m:
-        raise ValueError(f"sharing.strategy={c.sharing.strategy!r} is not multilingual, bilingual, enc[+part], "
-                         f"random@X or grad@X")
-    budget = m.group("r") or m.group("g")
-    if budget is not None and float(budget) < 1.0:
-        raise ValueError(f"sharing.strategy={c.sharing.strategy!r}: a budget below 1 (the shared model's size) "
-                         f"cannot be reached")
+    try:
+        parse_strategy(c.sharing.strategy)
+    except ValueError as e:
+        raise ValueError(f"sharing.strategy: {e}") from None
     for field in ("lr", "clip_norm", "label_smoothing"):
         if c.optim[field] < 0:
             raise ValueError(f"optim.{field}={c.optim[field]} must be >= 0")
@@ -135,3 +143,18 @@ def validate(c: ml_collections.ConfigDict, device_count: int | None = None, chec
         raise ValueError(f"optim.grad_accum={c.optim.grad_accum} must be >= 1")
     if device_count is not None:
         resolve_mesh(c, device_count)
+
+
+def load_config_file(spec: str) -> ml_collections.ConfigDict:
+    """`get_config()` of an experiment file; `path.py:arg` passes `arg` to `get_config(arg)`."""
+    import importlib.util
+
+    path, _, arg = spec.partition(":")
+    if not Path(path).is_file():
+        raise ValueError(f"config file {path!r} does not exist")
+    module_spec = importlib.util.spec_from_file_location(Path(path).stem, path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ValueError(f"{path} has no get_config()")
+    return module.get_config(arg) if arg else module.get_config()

@@ -2,9 +2,10 @@
 throughput and MFU, and a NaN/inf loss check.
 
 MFU (model FLOPs utilization) = FLOPs per step / seconds per step / peak FLOP/s. FLOPs per step come from
-XLA's cost analysis of the compiled train step (`step_flops`), which counts the whole program (forward,
-backward and optimizer update, all devices together); the peak is what you pass in: the sum over all
-devices of their dense peak at the compute dtype (e.g. 989e12 per H100 SXM for bf16, 67e12 for fp32).
+XLA's cost analysis of the compiled train step (`step_flops`), which counts one device's share of the program
+(forward, backward and optimizer update; the trainer multiplies it by the number of devices); the peak is
+what you pass in: the sum over all devices of their dense peak at the compute dtype (e.g. 989e12 per H100
+SXM for bf16, 67e12 for fp32).
 Without a peak, no MFU is shown.
 """
 from __future__ import annotations

@@ -1,14 +1,17 @@
 """Optimizer and learning-rate schedules with fairseq's semantics, built from a plain config."""
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 _REQUIRED = object()
+_TRAINED, _FROZEN = "trained", "frozen"  # multi_transform labels of a trainable mask
 
 
 def _get(cfg: Any, name: str, default: Any = _REQUIRED) -> Any:
@@ -55,7 +58,7 @@ def make_schedule(cfg: Any) -> optax.Schedule:
     raise ValueError(f"unknown schedule {name!r}; known: inverse_sqrt, constant, cosine")
 
 
-def make_optimizer(cfg: Any) -> optax.GradientTransformation:
+def make_optimizer(cfg: Any, trainable_mask: Any = None) -> optax.GradientTransformation:
     """Optax optimizer from a dict or attribute-style config.
 
     Fields: `optimizer` ("adam"; "adamw" is the same: fairseq's Adam decays weights decoupled), `lr`,
@@ -64,7 +67,27 @@ def make_optimizer(cfg: Any) -> optax.GradientTransformation:
     `optax.MultiSteps`, which averages k micro-batch gradients and updates on every k-th call (zero updates
     otherwise). Clipping applies to the averaged gradient. The learning rate is injected into the optimizer
     state, where `current_lr` reads it.
+
+    `trainable_mask` (a pytree of bools like the parameters, e.g. from `mlst_jax.finetune.lna.trainable_mask`)
+    freezes the False leaves: they get zero updates and have no optimizer state (no Adam moments, no
+    accumulated gradients); clipping and weight decay see the trained leaves only. None, or a mask that
+    trains everything, gives the plain optimizer.
     """
+    tx = _plain_optimizer(cfg)
+    if trainable_mask is None:
+        return tx
+    flags = jax.tree.leaves(trainable_mask)
+    if not all(isinstance(f, (bool, np.bool_)) for f in flags):
+        raise ValueError("trainable_mask must hold Python or numpy bools, one per parameter leaf")
+    if not any(flags):
+        raise ValueError("trainable_mask freezes every parameter: nothing to train")
+    if all(flags):
+        return tx
+    labels = jax.tree.map(lambda f: _TRAINED if f else _FROZEN, trainable_mask)
+    return optax.multi_transform({_TRAINED: tx, _FROZEN: optax.set_to_zero()}, labels)
+
+
+def _plain_optimizer(cfg: Any) -> optax.GradientTransformation:
     name = _get(cfg, "optimizer", "adam")
     if name not in ("adam", "adamw"):
         raise ValueError(f"unknown optimizer {name!r}; known: adam, adamw")
@@ -78,6 +101,13 @@ def make_optimizer(cfg: Any) -> optax.GradientTransformation:
     if k > 1:
         tx = optax.MultiSteps(tx, every_k_schedule=k).gradient_transformation()
     return tx
+
+
+def count_trainable(params: Any, mask: Any = None) -> int:
+    """Number of scalars in the leaves of `params` (arrays or shapes) that `mask` marks True (all when None)."""
+    if mask is None:
+        return sum(math.prod(x.shape) for x in jax.tree.leaves(params))
+    return sum(jax.tree.leaves(jax.tree.map(lambda x, f: math.prod(x.shape) if f else 0, params, mask)))
 
 
 def current_lr(opt_state: Any) -> jax.Array:

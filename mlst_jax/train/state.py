@@ -42,6 +42,14 @@ def _init_fn(model, tx: optax.GradientTransformation, example_batch_shapes: Mapp
     return init
 
 
+def abstract_params(model, example_batch_shapes: Mapping[str, Any]) -> Any:
+    """ShapeDtypeStructs of the model's plain (unshared) parameters."""
+    def init(rng):
+        feats, lens, tokens = _model_inputs(example_batch_shapes)
+        return model.init({"params": rng}, feats, jnp.full_like(lens, feats.shape[1]), tokens)["params"]
+    return jax.eval_shape(init, jax.random.PRNGKey(0))
+
+
 def _names(path) -> tuple[str, ...]:
     return tuple(str(k.key) for k in path if hasattr(k, "key"))
 

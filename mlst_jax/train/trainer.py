@@ -3,9 +3,12 @@
 Workdir layout: `checkpoints/<step>/` (Orbax; see `checkpoint.py`), `vocab/spm.model` (when the config names
 no vocabulary), `metrics.jsonl` and `tb/` (see `metrics.py`), `config.json`.
 
-Optional config fields beyond `base_config()`: `data.frame_buckets`, `data.token_buckets` (pipeline
-buckets), `eval.batch_size` (rows per eval batch), `eval.max_examples` (per language; 0 = all),
-`train.peak_flops` (summed peak FLOP/s of the devices, for the MFU estimate) and `train.progress`.
+Optional config fields beyond `base_config()`: `data.frame_buckets` and `data.token_buckets` (pipeline
+buckets; default the pipeline's). `train.eval_every <= 0` turns evaluation during training off.
+
+Multi-process runs (see `distributed.py`): every process builds the same plan and feeds its own rows;
+process 0 prepares missing TFDS data and trains the vocabulary first (then sends it to the others), and
+evaluation gathers every process's hypotheses so all report the same BLEU.
 """
 from __future__ import annotations
 
@@ -25,11 +28,14 @@ from mlst_jax.data import pipeline as pl
 from mlst_jax.data.vocab import Vocab, train_vocab
 from mlst_jax.evaluate import score_by_language
 from mlst_jax.models.s2t_transformer import S2TTransformer
+from mlst_jax.sharing import training as sharing_training
 from mlst_jax.train import config as cfglib
+from mlst_jax.train import distributed
 from mlst_jax.train import sharding as shd
 from mlst_jax.train.checkpoint import Checkpointer, save_on_preemption
 from mlst_jax.train.metrics import MetricsWriter, check_finite, step_flops
 from mlst_jax.train.optim import make_optimizer
+from mlst_jax.train.state import abstract_params as abstract_params_of
 from mlst_jax.train.state import abstract_train_state, create_train_state, shardings_of
 from mlst_jax.train.step import make_eval_step, make_train_step
 
@@ -54,12 +60,33 @@ def _builder_configs(c) -> tuple[str, Path, dict[str, str]]:
     return dataset, manual, {t: pattern.format(s=src, t=t) for t in c.data.tgt_langs}
 
 
+def trainable_mask(c, params: Any) -> Any:
+    """The `finetune.trainable` mask over `params` (None when everything trains)."""
+    name = c.get("finetune", {}).get("trainable", "all")
+    if name == "all":
+        return None
+    from mlst_jax.finetune.lna import trainable_mask as mask_of
+
+    return mask_of(params, name)
+
+
+def corpus_root(c) -> Path:
+    """The MuST-C-layout root of the config's corpus (where multi-way aligned sets come from)."""
+    dataset, manual, _ = _builder_configs(c)
+    if dataset != "mustc":
+        raise ValueError(f"data.dataset={c.data.dataset!r}: multi-way aligned sets need the MuST-C layout")
+    return manual
+
+
 def data_sources(c, split: str) -> dict[str, Any]:
     """`{lang: data source}` of `split` (a corpus split name) for every target language, building the TFDS
     ArrayRecords into `data.data_dir` first when they are missing."""
     from mlst_jax.data.tfds_builders import BUILDERS, prepare, tfds_split_name
 
     dataset, manual, configs = _builder_configs(c)
+    first = jax.process_index() == 0
+    if not first:
+        distributed.barrier("mlst_data_prepared")  # process 0 prepares a shared data_dir first
     sources = {}
     for lang, name in configs.items():
         builder = BUILDERS[dataset](config=name, data_dir=c.data.data_dir)
@@ -68,6 +95,8 @@ def data_sources(c, split: str) -> dict[str, Any]:
             prepare(dataset, manual, c.data.data_dir, name)
             builder = BUILDERS[dataset](config=name, data_dir=c.data.data_dir)
         sources[lang] = builder.as_data_source(tfds_split_name(split))
+    if first:
+        distributed.barrier("mlst_data_prepared")
     return sources
 
 
@@ -77,21 +106,22 @@ def _text(v) -> str:
 
 def load_vocab(c, workdir: str | Path, sources: dict[str, Any] | None = None) -> Vocab:
     """The vocabulary `data.vocab` names (a SentencePiece model / prefix or an HF tokenizer dir), or the one
-    trained into `<workdir>/vocab/spm` on the training targets (trained on first use)."""
+    trained into `<workdir>/vocab/spm` on the training targets (trained on first use, by process 0, which
+    sends it to the other processes)."""
     if c.data.vocab:
         path = Path(c.data.vocab)
         if path.is_dir():
             return Vocab.from_hf_dir(path)
         return Vocab.from_spm(path if path.suffix == ".model" else f"{path}.model")
     prefix = Path(workdir) / "vocab" / "spm"
-    if Path(f"{prefix}.model").is_file():
-        return Vocab.from_spm(f"{prefix}.model")
-    if jax.process_index() != 0:
-        raise ValueError(f"{prefix}.model is missing: train the vocabulary on process 0 first (or set data.vocab)")
-    sources = sources or data_sources(c, c.data.train_split)
-    texts = [_text(src[i]["tgt_text"]) for src in sources.values() for i in range(len(src))]
-    prefix.parent.mkdir(parents=True, exist_ok=True)
-    return train_vocab(texts, prefix, c.model.vocab_size, list(c.data.tgt_langs))
+    if distributed.broadcast_flag(not Path(f"{prefix}.model").is_file()):  # process 0's view decides
+        if jax.process_index() == 0:
+            sources = sources or data_sources(c, c.data.train_split)
+            texts = [_text(src[i]["tgt_text"]) for src in sources.values() for i in range(len(src))]
+            prefix.parent.mkdir(parents=True, exist_ok=True)
+            train_vocab(texts, prefix, c.model.vocab_size, list(c.data.tgt_langs))
+        distributed.broadcast_file(f"{prefix}.model")
+    return Vocab.from_spm(f"{prefix}.model")
 
 
 def _pipeline_config(c, train: bool) -> pl.PipelineConfig:
@@ -109,15 +139,16 @@ def _eval_batch_size(c, n_devices: int) -> int:
     return max(n_devices, -(-b // n_devices) * n_devices)
 
 
-def _rows_multiple(c, n_batch_devices: int) -> int:
-    """Rows per batch (per process) must split evenly over this process's batch devices within each
-    language group of a stratified [G, b] batch, so b (not only G·b) is a multiple of the device count."""
-    local = max(1, n_batch_devices // jax.process_count())
-    return local * len(c.data.tgt_langs)
+def _local_batch_devices(n_batch_devices: int) -> int:
+    """Devices of this process along the batch axes ("data" x "fsdp")."""
+    return max(1, n_batch_devices // jax.process_count())
 
 
 def _put(batch, sharding, keys=TRAIN_KEYS):
-    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(batch[k])) for k in keys if k in batch}
+    """Global arrays of `keys` from this process's rows; `sharding` is one sharding or one per key."""
+    def one(k):
+        return sharding[k] if isinstance(sharding, dict) else sharding
+    return {k: jax.make_array_from_process_local_data(one(k), np.asarray(batch[k])) for k in keys if k in batch}
 
 
 # -- evaluation ------------------------------------------------------------------------------------------
@@ -126,8 +157,10 @@ def _put(batch, sharding, keys=TRAIN_KEYS):
 class _Evaluator:
     """Dev loss (teacher forced) and beam-search BLEU per language for given parameters."""
 
-    def __init__(self, c, vocab, model_cfg, sources, mesh, param_shardings):
+    def __init__(self, c, vocab, model_cfg, sources, mesh, param_shardings, plan=None):
         self.c, self.vocab, self.model_cfg, self.sources = c, vocab, model_cfg, sources
+        self.plan = None if plan is None or plan.is_shared else plan  # language views for language-specific params
+        self.param_shardings = param_shardings
         n_dev = mesh.shape["data"] * mesh.shape["fsdp"]
         self.batch_size = _eval_batch_size(c, n_dev // jax.process_count() or 1)
         self.pcfg = _pipeline_config(c, train=False)
@@ -141,10 +174,16 @@ class _Evaluator:
     def __call__(self, params, with_loss: bool = True) -> dict[str, float]:
         from mlst_jax.translator import Translator
 
-        translator = Translator(self.model_cfg, jax.device_get(params), self.vocab)  # beam search: one device
+        host = distributed.host_arrays(params)
+        translator = Translator(self.model_cfg, host, self.vocab)  # beam search: one device
+        all_params = params
         e, limit = self.c.eval, self.c.eval.get("max_examples", 0)
         out, pairs, total = {}, {}, np.zeros(2)
         for lang, src in self.sources.items():
+            if self.plan is not None:
+                translator = Translator(self.model_cfg, self.plan.view(host, lang), self.vocab)
+                if with_loss and self.eval_step is not None:
+                    params = jax.device_put(self.plan.view(all_params, lang), self.param_shardings)
             pipe = pl.make_eval_pipeline(src, self.vocab, self.pcfg, self.batch_size, lang=lang,
                                          shard_index=jax.process_index(), shard_count=jax.process_count(),
                                          metadata=self.meta[lang])
@@ -158,9 +197,10 @@ class _Evaluator:
                     continue
                 ids = translator.generate(batch["features"][rows], batch["feature_lengths"][rows], lang,
                                           beam_size=e.beam, length_penalty=e.lenpen, max_len_a=e.max_len_a,
-                                          max_len_b=e.max_len_b)
-                hyps += [self.vocab.decode(h) for h in ids]
-                refs += [_text(src[int(i)]["tgt_text"]) for i in batch["index"][rows]]
+                                          max_len_b=e.max_len_b) if rows.size else []
+                for i, h in self._gather(batch["index"][rows], ids):
+                    hyps.append(self.vocab.decode(h))
+                    refs.append(_text(src[int(i)]["tgt_text"]))
             pipe.close()
             pairs[lang] = (hyps, refs)
             if with_loss and self.eval_step is not None:
@@ -171,6 +211,19 @@ class _Evaluator:
         scores = score_by_language(pairs)
         out.update({f"bleu_{k}": v["bleu"] for k, v in scores.items()})
         return out
+
+    def _gather(self, index: np.ndarray, ids: list[list[int]]) -> list[tuple[int, list[int]]]:
+        """(example index, hypothesis ids) of this batch's rows on every process, in process order."""
+        if jax.process_count() == 1:
+            return list(zip(index.tolist(), ids))
+        width = self.model_cfg.max_target_positions
+        idx, tok = np.full(self.batch_size, -1, np.int32), np.full((self.batch_size, width), -1, np.int32)
+        idx[: len(index)] = index
+        for r, h in enumerate(ids):
+            tok[r, : len(h)] = h
+        idx, tok = distributed.allgather((idx, tok))
+        return [(int(i), [t for t in row if t >= 0]) for i, row in zip(idx.reshape(-1), tok.reshape(-1, width))
+                if i >= 0]
 
 
 # -- training --------------------------------------------------------------------------------------------
@@ -199,21 +252,35 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         (workdir / "config.json").write_text(c.to_json_best_effort(indent=1))
     pipeline = pl.make_train_pipeline(train_sources, vocab, _pipeline_config(c, train=True),
                                       shard_index=jax.process_index(), shard_count=jax.process_count(),
-                                      num_devices=_rows_multiple(c, n_batch_devices))
+                                      num_devices=_local_batch_devices(n_batch_devices))
     example = _batch_structs(pipeline.batch_shapes()[0])
 
     # -- model ------------------------------------------------------------------------------------------
     model_cfg = cfglib.model_config(c)
     model = S2TTransformer(model_cfg)
-    tx = make_optimizer({**c.optim.to_dict(), "max_updates": c.train.max_updates})
+    base = abstract_params_of(model, example)
+    tx = make_optimizer({**c.optim.to_dict(), "max_updates": c.train.max_updates}, trainable_mask(c, base))
     rng = jax.random.PRNGKey(c.seed)
 
-    # -- shard / checkpoint -----------------------------------------------------------------------------
+    # -- sharing plan / shard / checkpoint --------------------------------------------------------------
     ckpt = Checkpointer(workdir / "checkpoints", keep=c.train.keep_checkpoints)
-    target = abstract_train_state(model, tx, rng, example, mesh)
+    latest, init_state, init_data = ckpt.latest_step(), None, None
+    if latest is not None:
+        plan = sharing_training.saved_plan(ckpt, latest, base, c.data.tgt_langs)
+    else:
+        plan, init_state, init_data = sharing_training.start_plan_and_state(c, model, tx, rng, example, mesh, base,
+                                                                            vocab, workdir)
+    logger.info("sharing plan: %s, %.2fM parameters", plan, plan.num_params(base) / 1e6)
+    target = abstract_train_state(model, tx, rng, example, mesh, plan)
     restored = ckpt.restore_latest(target)
     if restored is None:
-        state = create_train_state(model, tx, rng, example, mesh)
+        state = init_state if init_state is not None else create_train_state(model, tx, rng, example, mesh,
+                                                                             plan=plan)
+        if init_data is not None:
+            try:
+                pipeline.set_state(init_data)
+            except (ValueError, KeyError) as e:
+                logger.warning("data position of sharing.init not restored (%s); starting the stream afresh", e)
     else:
         state = restored.state
         if restored.data_state is not None:
@@ -224,19 +291,31 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     last_saved = restored.step if restored is not None else None
 
     # -- step -------------------------------------------------------------------------------------------
-    batch_sharding = shd.batch_sharding(mesh, 2, stratified=True)
-    train_step = make_train_step(model, tx, label_smoothing=c.optim.label_smoothing, mesh=mesh,
-                                 state_shardings=shardings, batch_shardings=batch_sharding)
+    def step_for(plan):
+        keys = TRAIN_KEYS if plan.is_shared else TRAIN_KEYS + ("group_lang",)
+        batch_sharding = shd.stratified_batch_shardings(mesh, keys)
+        return keys, batch_sharding, make_train_step(model, tx, label_smoothing=c.optim.label_smoothing, mesh=mesh,
+                                                     state_shardings=shardings, batch_shardings=batch_sharding,
+                                                     plan=None if plan.is_shared else plan)
+    keys, batch_sharding, train_step = step_for(plan)
+    schedule = sharing_training.IterativeSchedule.from_config(c)
 
     # -- eval -------------------------------------------------------------------------------------------
-    evaluator = _Evaluator(c, vocab, model_cfg, data_sources(c, c.data.eval_split), mesh, shardings.params)
+    evaluator = None
+    if c.train.eval_every > 0:
+        evaluator = _Evaluator(c, vocab, model_cfg, data_sources(c, c.data.eval_split), mesh,
+                               shd.param_shardings(base, mesh), plan)
 
     # -- loop -------------------------------------------------------------------------------------------
     flops = None
     if c.train.get("peak_flops", 0):
-        batch_structs = {k: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=batch_sharding)
-                         for k, s in _batch_structs(pipeline.batch_shapes()[0]).items()}
+        from mlst_jax.train.aot import global_batch_shape
+
+        shape = global_batch_shape(pipeline.batch_shapes()[0])
+        batch_structs = {k: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=batch_sharding[k])
+                         for k, s in _batch_structs(shape, plan.is_shared).items()}
         flops = step_flops(train_step, target, batch_structs)
+        flops = flops * mesh.devices.size if flops else None  # XLA counts one device's share
     writer = MetricsWriter(workdir, total_steps=c.train.max_updates, initial_step=start,
                            peak_flops=c.train.get("peak_flops", 0) or None, flops_per_step=flops,
                            progress=c.train.get("progress", True), enabled=jax.process_index() == 0)
@@ -246,22 +325,41 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
 
     def save():
         nonlocal last_saved
-        ckpt.save(state, data_state=pipeline.get_state(), config=c)
+        if not bool(jax.device_get(_all_finite(state.params))):  # never let a diverged step replace a good one
+            where = "none was saved" if last_saved is None else f"step {last_saved}"
+            raise FloatingPointError(f"parameters are not finite at step {step}; the last good checkpoint is {where}")
+        ckpt.save(state, data_state=pipeline.get_state(), config=c, sharing_plan=plan.to_json())
         last_saved = step
 
     try:
         while step < c.train.max_updates:
             batch = next(pipeline)
-            state, metrics = train_step(state, _put(batch, batch_sharding))
+            state, metrics = train_step(state, _put(batch, batch_sharding, keys))
             step += 1
             if step % c.train.log_every == 0 or step == c.train.max_updates:
                 metrics = jax.device_get(metrics)
                 check_finite(step, metrics["loss"], last_saved)
                 metrics["frames"] = int(np.asarray(batch["feature_lengths"]).sum()) * jax.process_count()
                 results.update({f"train/{k}": v for k, v in writer.write(step, metrics).items()})
+            if schedule is not None and schedule.due(step) and step < c.train.max_updates:
+                new_plan = schedule.next_plan(step, plan, base, lambda: sharing_training.gradient_similarities(
+                    c, model, state.params, plan, vocab, out_dir=workdir / "analysis" / f"step_{step}"))
+                if new_plan != plan:
+                    target = abstract_train_state(model, tx, rng, example, mesh, new_plan)
+                    shardings = shardings_of(target)
+                    state = jax.device_put(state.replace(
+                        params=new_plan.transfer(state.params, plan),
+                        opt_state=new_plan.transfer_opt_state(state.opt_state, plan, state.params)), shardings)
+                    plan = new_plan
+                    keys, batch_sharding, train_step = step_for(plan)
+                    if evaluator is not None:
+                        evaluator.plan = None if plan.is_shared else plan
+                    logger.info("step %d: differentiated to %s, %.2fM parameters", step, plan,
+                                plan.num_params(base) / 1e6)
+                    save()
             if step % c.train.checkpoint_every == 0 or step == c.train.max_updates:
                 save()
-            if step % c.train.eval_every == 0 or step == c.train.max_updates:
+            if evaluator is not None and (step % c.train.eval_every == 0 or step == c.train.max_updates):
                 t0 = time.perf_counter()
                 ev = evaluator(state.params)
                 ev["seconds"] = time.perf_counter() - t0
@@ -285,9 +383,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     return results
 
 
-def _batch_structs(shape: pl.BatchShape) -> dict[str, jax.ShapeDtypeStruct]:
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.isfinite(x).all() for x in jax.tree.leaves(tree)]))
+
+
+def _batch_structs(shape: pl.BatchShape, shared: bool = True) -> dict[str, jax.ShapeDtypeStruct]:
     lead = shape.tokens[:-1]
-    return {"features": jax.ShapeDtypeStruct(shape.features, jnp.float32),
+    extra = {} if shared else {"group_lang": jax.ShapeDtypeStruct(lead[:1], jnp.int32)}
+    return {**extra, "features": jax.ShapeDtypeStruct(shape.features, jnp.float32),
             "feature_lengths": jax.ShapeDtypeStruct(lead, jnp.int32),
             "decoder_input": jax.ShapeDtypeStruct(shape.tokens, jnp.int32),
             "target": jax.ShapeDtypeStruct(shape.tokens, jnp.int32),
@@ -300,18 +404,32 @@ def _batch_structs(shape: pl.BatchShape) -> dict[str, jax.ShapeDtypeStruct]:
 
 def average_checkpoints(workdir: str | Path, last_n: int) -> Any:
     """The element-wise mean (float32) of the parameters of the last `last_n` checkpoints in `workdir`
-    (fewer if fewer were kept), as host numpy arrays."""
+    (fewer if fewer were kept, and only those saved under the latest checkpoint's sharing plan), as host
+    numpy arrays in that plan's layout."""
     ckpt = Checkpointer(Path(workdir) / "checkpoints", keep=None, async_save=False)
     steps = ckpt.all_steps()[-max(1, last_n):]
     if not steps:
         raise ValueError(f"no checkpoints in {Path(workdir) / 'checkpoints'}")
+    plan = ckpt.restore_json(steps[-1], "sharing_plan")
+    kept = [s for s in steps if ckpt.restore_json(s, "sharing_plan") == plan]
+    if len(kept) < len(steps):
+        logger.info("not averaging steps %s: saved under a different sharing plan", sorted(set(steps) - set(kept)))
     total = None
-    for s in steps:
+    for s in kept:
         p = jax.tree.map(lambda x: np.asarray(x, np.float64), ckpt.restore_params(s))
         total = p if total is None else jax.tree.map(np.add, total, p)
     ckpt.close()
-    logger.info("averaged steps %s", steps)
-    return jax.tree.map(lambda x: (x / len(steps)).astype(np.float32), total)
+    logger.info("averaged steps %s", kept)
+    return jax.tree.map(lambda x: (x / len(kept)).astype(np.float32), total)
+
+
+def run_plan(workdir: str | Path, langs, params: Any):
+    """The sharing plan of the latest checkpoint in `workdir`, over parameters shaped like `params`."""
+    ckpt = Checkpointer(Path(workdir) / "checkpoints", keep=None, async_save=False)
+    try:
+        return sharing_training.plan_from_json(ckpt.restore_json(ckpt.latest_step(), "sharing_plan"), params, langs)
+    finally:
+        ckpt.close()
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str | Path, split: str | None = None) -> dict[str, float]:
@@ -321,6 +439,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | Path, split: str 
     vocab = load_vocab(c, workdir)
     c.model.vocab_size = len(vocab)
     params = average_checkpoints(workdir, c.train.average_last)
+    plan = run_plan(workdir, c.data.tgt_langs, params)
     mesh = shd.make_mesh(*cfglib.resolve_mesh(c, jax.device_count()))
-    ev = _Evaluator(c, vocab, cfglib.model_config(c), data_sources(c, split or c.data.test_split), mesh, None)
+    ev = _Evaluator(c, vocab, cfglib.model_config(c), data_sources(c, split or c.data.test_split), mesh, None, plan)
     return {k[len("bleu_"):]: v for k, v in ev(params, with_loss=False).items() if k.startswith("bleu_")}

@@ -253,3 +253,16 @@ def test_metadata_roundtrip(sources, vocab, tmp_path):
     back = SourceMeta.load(tmp_path / "es.npz")
     assert back.kind == "fbank" and np.array_equal(back.n_frames, [ex["n_frames"] for ex in sources["es"]])
     assert np.array_equal(back.n_tokens, meta.n_tokens) and list(back.tgt_langs) == ["es"] * SIZES["es"]
+
+
+def test_batches_do_not_depend_on_the_process_count(sources, vocab):
+    cfg = replace(CFG, specaugment="ld", temperature=2.0)
+    whole = make_train_pipeline(sources, vocab, replace(cfg, max_frames_per_batch=2 * cfg.max_frames_per_batch),
+                                num_devices=2)
+    shards = [make_train_pipeline(sources, vocab, cfg, shard_index=s, shard_count=2) for s in (0, 1)]
+    for _ in range(whole.steps_per_epoch + 2):
+        x, (a, b) = next(whole), [next(p) for p in shards]
+        assert x["features"].shape[1] % 2 == 0  # rows per group split evenly over the 2 devices
+        for key in x:
+            joined = a[key] if key == "group_lang" else np.concatenate([a[key], b[key]], axis=1)
+            np.testing.assert_array_equal(x[key], joined, err_msg=key)

@@ -27,7 +27,7 @@ def test_defaults_are_the_papers_recipe(cfg):
     ("data.data_dir", "", "data.data_dir is not set"),
     ("sharing.strategy", "grad@0.5", "budget below 1"),
     ("sharing.strategy", "random@0.9", "budget below 1"),
-    ("sharing.strategy", "everything", "sharing.strategy='everything' is not"),
+    ("sharing.strategy", "everything", "sharing.strategy: unknown sharing strategy 'everything'"),
     ("model.arch", "s2t_transformer_xl", "model.arch='s2t_transformer_xl'"),
     ("optim.grad_accum", 0, "optim.grad_accum=0"),
     ("mesh.tensor", 3, "does not divide the 8 devices"),

@@ -1,0 +1,123 @@
+"""Residual bottleneck adapters (Bapna & Firat, 2019) for seed 000's Adapter baseline (Le et al., 2021).
+
+`x + fc2(relu(fc1(LayerNorm(x))))` after every encoder and decoder layer of the S2T Transformer
+(`S2TConfig.adapter_dim > 0`). The model holds one adapter per layer; making them per-language is the sharing
+plan's job: `adapter_plan` gives every adapter unit one copy per target language (stored `[n, ...]`, gathered
+per language group by the train step) and shares everything else. Train them alone with the `adapters` mask
+of `mlst_jax.finetune.lna`.
+
+Typical use, from a pretrained multilingual model:
+
+    config = config.replace(adapter_dim=512)
+    params = add_adapters(pretrained_params, config, rng)   # identity at initialisation
+    plan = adapter_plan(params, langs)                      # 8 languages: 152.1M parameters
+    mask = lna.trainable_mask(params, "adapters")
+    tx = make_optimizer(cfg, trainable_mask=mask)
+    stored = plan.expand(params)
+
+Parameter names: `{encoder,decoder}/layers_i/adapter/{layer_norm,fc1,fc2}`.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from mlst_jax.models import layers
+
+ADAPTER = "adapter"
+Unit = tuple[str, ...]
+
+__all__ = ["ADAPTER", "BottleneckAdapter", "adapter_units", "adapter_plan", "add_adapters", "strip_adapters",
+           "has_adapters", "adapter_size", "adapter_model_size"]
+
+
+class BottleneckAdapter(nn.Module):
+    """LayerNorm → fc1 (d → dim) → ReLU → dropout → fc2 (dim → d) → residual. fc2 starts at zero, so a new
+    adapter is the identity and adding adapters to a trained model leaves its outputs unchanged."""
+
+    dim: int
+    dropout_rate: float = 0.0
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
+        h = layers.LayerNorm("layer_norm")(x).astype(self.dtype)
+        h = nn.Dense(self.dim, dtype=self.dtype, kernel_init=layers.xavier_uniform, name="fc1")(h)
+        h = layers.Dropout(self.dropout_rate)(nn.relu(h), deterministic=deterministic)
+        h = nn.Dense(x.shape[-1], dtype=self.dtype, kernel_init=nn.initializers.zeros, name="fc2")(h)
+        return x + h.astype(x.dtype)
+
+
+def adapter_size(d_model: int, dim: int) -> int:
+    """Parameters of one adapter: LayerNorm 2d, fc1 d·dim + dim, fc2 dim·d + d."""
+    return 3 * d_model + dim * (2 * d_model + 1)
+
+
+def _names(path) -> tuple[str, ...]:
+    return tuple(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
+
+
+def adapter_units(params: Any) -> list[Unit]:
+    """Units (owning module paths) of the adapter parameters, in pytree order."""
+    units = (_names(p)[:-1] for p, _ in jax.tree_util.tree_flatten_with_path(params)[0])
+    return list(dict.fromkeys(u for u in units if ADAPTER in u))
+
+
+def has_adapters(params: Any) -> bool:
+    return bool(adapter_units(params))
+
+
+def adapter_plan(base_params: Any, langs: Sequence[str]):
+    """SharingPlan with one copy of every adapter unit per language in `langs` and everything else shared.
+
+    `base_params` are unshared parameters (arrays or shapes) of a model with `adapter_dim > 0`.
+    """
+    from mlst_jax.sharing.plan import CopyTable, SharingPlan
+
+    units = set(adapter_units(base_params))
+    if not units:
+        raise ValueError("adapter_plan: the parameters have no adapters (build the model with adapter_dim > 0, "
+                         "or add them with add_adapters)")
+    separate = CopyTable.separate(len(langs))
+    return SharingPlan.from_units(base_params, langs, lambda u: separate if tuple(u) in units else None)
+
+
+def add_adapters(params: Any, config, rng: jax.Array) -> dict:
+    """`params` of a model without adapters plus freshly initialised (identity) adapters after every encoder
+    and decoder layer, as `S2TTransformer(config)` with `config.adapter_dim > 0` lays them out."""
+    if config.adapter_dim <= 0:
+        raise ValueError(f"add_adapters needs config.adapter_dim > 0, got {config.adapter_dim}")
+    if has_adapters(params):
+        raise ValueError("add_adapters: the parameters already have adapters")
+    module = BottleneckAdapter(config.adapter_dim)
+    dummy = jnp.zeros((1, 1, config.d_model), jnp.float32)
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in dict(params).items()}
+    for side_index, (side, n) in enumerate((("encoder", config.encoder_layers), ("decoder", config.decoder_layers))):
+        for i in range(n):
+            name = f"layers_{i}"
+            if name not in out.get(side, {}):
+                raise ValueError(f"add_adapters: no {side}/{name} in the parameters; do they fit the config?")
+            key = jax.random.fold_in(jax.random.fold_in(rng, side_index), i)
+            out[side][name] = {**out[side][name], ADAPTER: module.init(key, dummy)["params"]}
+    return out
+
+
+def strip_adapters(params: Any) -> dict:
+    """`params` without their adapter subtrees (the plain model's parameters, e.g. for export)."""
+    def strip(tree):
+        if not isinstance(tree, dict) and not hasattr(tree, "items"):
+            return tree
+        return {k: strip(v) for k, v in tree.items() if k != ADAPTER}
+    return strip(params)
+
+
+def adapter_model_size(config, langs: Sequence[str], **abstract_kw) -> int:
+    """Parameter count of the S2T model `config` (adapter_dim > 0) with per-language adapters for `langs`,
+    computed from shapes only."""
+    from mlst_jax.models.s2t_transformer import abstract_params
+
+    base = abstract_params(config, **abstract_kw)
+    return adapter_plan(base, langs).num_params(base)

@@ -1,0 +1,297 @@
+"""Analyses of per-task gradient similarities (seed 000 §4.3), from the quadruplets of `gradients.similarities`.
+
+* **Per decoder layer** (Fig. 2): the mean cosine over every quadruplet of a layer (all its units and all
+  language pairs sharing a copy), with the mean per module kind (self_attn, encoder_attn, ffn, layer_norm).
+* **Language × language** (Fig. 3): the mean cosine of each language pair over every unit of every layer
+  where the two languages share a copy (diagonal 1; NaN for a pair that shares no unit).
+
+`write_analysis` saves both as CSV and PNG; `analyze_run` computes everything from a training run's checkpoint
+(what `mlst analyze` does).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any, Iterable, NamedTuple, Sequence
+
+import numpy as np
+
+from mlst_jax.sharing.gradients import Quadruplet
+
+__all__ = ["LayerSimilarity", "layer_of", "module_kind", "layer_similarity", "language_similarity",
+           "write_analysis", "plot_layer_similarity", "plot_language_similarity", "Run", "load_run", "analyze_run",
+           "MODULE_KINDS"]
+
+_LAYER = re.compile(r"^decoder/layers_(\d+)/")
+MODULE_KINDS = ("self_attn", "encoder_attn", "ffn", "layer_norm")
+
+
+class LayerSimilarity(NamedTuple):
+    """Mean (and standard deviation) cosine of one decoder layer's quadruplets; `by_module` per module kind."""
+
+    layer: int
+    mean: float
+    std: float
+    count: int
+    by_module: dict[str, float]
+
+
+def layer_of(unit: str) -> int | None:
+    """3 for 'decoder/layers_3/ffn/fc1'; None outside the decoder layers."""
+    m = _LAYER.match(unit)
+    return int(m.group(1)) if m else None
+
+
+def module_kind(unit: str) -> str:
+    """'self_attn', 'encoder_attn', 'ffn' or 'layer_norm' for a decoder-layer unit; its module name otherwise."""
+    name = unit.split("/")[2] if unit.count("/") >= 2 else unit
+    if name.endswith("layer_norm"):
+        return "layer_norm"
+    return name
+
+
+def layer_similarity(quads: Iterable[Quadruplet]) -> list[LayerSimilarity]:
+    """Per decoder layer (in layer order), the mean cosine of its quadruplets."""
+    by_layer: dict[int, list[Quadruplet]] = {}
+    for q in quads:
+        layer = layer_of(q.unit)
+        if layer is not None:
+            by_layer.setdefault(layer, []).append(q)
+    out = []
+    for layer in sorted(by_layer):
+        cos = np.array([q.cosine for q in by_layer[layer]], np.float64)
+        kinds: dict[str, list[float]] = {}
+        for q in by_layer[layer]:
+            kinds.setdefault(module_kind(q.unit), []).append(q.cosine)
+        out.append(LayerSimilarity(layer, float(cos.mean()), float(cos.std()), len(cos),
+                                   {k: float(np.mean(v)) for k, v in kinds.items()}))
+    return out
+
+
+def language_similarity(quads: Iterable[Quadruplet], langs: Sequence[str] | None = None) -> tuple[list[str], np.ndarray]:
+    """(languages, [n, n] mean cosine over all units) from quadruplets; `langs` fixes the order (default:
+    order of first appearance)."""
+    quads = list(quads)
+    if langs is None:
+        langs = list(dict.fromkeys(l for q in quads for l in (q.lang_j, q.lang_k)))
+    langs = list(langs)
+    index = {l: i for i, l in enumerate(langs)}
+    n = len(langs)
+    total, count = np.zeros((n, n)), np.zeros((n, n))
+    for q in quads:
+        if q.lang_j not in index or q.lang_k not in index:
+            raise ValueError(f"quadruplet language pair ({q.lang_j}, {q.lang_k}) is not in {langs}")
+        j, k = index[q.lang_j], index[q.lang_k]
+        for a, b in ((j, k), (k, j)):
+            total[a, b] += q.cosine
+            count[a, b] += 1
+    sim = np.divide(total, count, out=np.full((n, n), np.nan), where=count > 0)
+    np.fill_diagonal(sim, 1.0)
+    return langs, sim
+
+
+def _write_layer_csv(path: Path, layers: list[LayerSimilarity]) -> None:
+    kinds = [k for k in MODULE_KINDS if any(k in l.by_module for l in layers)]
+    kinds += sorted({k for l in layers for k in l.by_module} - set(kinds))
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["layer", "mean_cosine", "std_cosine", "quadruplets"] + [f"mean_{k}" for k in kinds])
+        for l in layers:
+            w.writerow([l.layer, f"{l.mean:.6f}", f"{l.std:.6f}", l.count] +
+                       [f"{l.by_module[k]:.6f}" if k in l.by_module else "" for k in kinds])
+
+
+def _write_language_csv(path: Path, langs: list[str], sim: np.ndarray) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["lang"] + langs)
+        for l, row in zip(langs, sim):
+            w.writerow([l] + ["" if math.isnan(v) else f"{v:.6f}" for v in row])
+
+
+def _figure(size: tuple[float, float]):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure  # no pyplot: no global backend state
+
+    fig = Figure(figsize=size, dpi=120)
+    FigureCanvasAgg(fig)
+    return fig, fig.add_subplot()
+
+
+def plot_layer_similarity(layers: list[LayerSimilarity], path: str | os.PathLike | None = None, title: str = ""):
+    """Mean gradient cosine per decoder layer (bold) and per module kind; saved to `path` if given.
+    Returns the matplotlib figure."""
+    fig, ax = _figure((6.0, 4.0))
+    x = [l.layer for l in layers]
+    for kind in MODULE_KINDS:
+        ys = [l.by_module.get(kind, np.nan) for l in layers]
+        if not all(math.isnan(y) for y in ys):
+            ax.plot(x, ys, marker=".", linewidth=1, alpha=0.6, label=kind)
+    ax.plot(x, [l.mean for l in layers], marker="o", linewidth=2.5, color="black", label="all units")
+    for l in layers:
+        ax.annotate(f"{l.mean:.3f}", (l.layer, l.mean), textcoords="offset points", xytext=(0, 7), ha="center",
+                    fontsize=8)
+    ax.set_xticks(x)
+    ax.set_xlabel("decoder layer (decoder/layers_i)")
+    ax.set_ylabel("mean gradient cosine similarity")
+    ax.set_title(title or "Gradient similarity across decoder layers")
+    ax.axhline(0.0, color="grey", linewidth=0.5)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path)
+    return fig
+
+
+def plot_language_similarity(langs: Sequence[str], sim: np.ndarray, path: str | os.PathLike | None = None,
+                             title: str = ""):
+    """Heatmap of the language × language mean cosine (diagonal left blank so that the colour scale shows the
+    pairs), values written in the cells; saved to `path` if given. Returns the figure."""
+    from matplotlib import colormaps
+
+    n = len(langs)
+    off = np.array(sim, np.float64)
+    np.fill_diagonal(off, np.nan)
+    size = max(4.0, 0.6 * n + 2.5)
+    fig, ax = _figure((size + 1.0, size))
+    cmap = colormaps["viridis"].with_extremes(bad="lightgrey")
+    finite = off[np.isfinite(off)]
+    vmin, vmax = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    if vmax - vmin < 1e-6:
+        vmin, vmax = vmin - 0.05, vmax + 0.05
+    im = ax.imshow(np.ma.masked_invalid(off), cmap=cmap, vmin=vmin, vmax=vmax)
+    ax.set_xticks(range(n), langs)
+    ax.set_yticks(range(n), langs)
+    for a in range(n):
+        for b in range(n):
+            if a != b and np.isfinite(off[a, b]):
+                frac = (off[a, b] - vmin) / (vmax - vmin)
+                ax.text(b, a, f"{off[a, b]:.2f}", ha="center", va="center", fontsize=8,
+                        color="black" if frac > 0.6 else "white")
+    cbar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    cbar.set_label("mean gradient cosine similarity")
+    ax.set_title(title or "Gradient similarity between target languages")
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path)
+    return fig
+
+
+def write_analysis(out_dir: str | os.PathLike, quads: Sequence[Quadruplet],
+                   langs: Sequence[str] | None = None) -> dict[str, Any]:
+    """Writes layer_similarity.{csv,png} and language_similarity.{csv,png} into `out_dir`; returns
+    {"layers": [LayerSimilarity], "langs": [...], "language_similarity": [n, n], "files": {...}}."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    layers = layer_similarity(quads)
+    if not layers:
+        raise ValueError("no decoder-layer quadruplets to analyze (every unit fully language-specific?)")
+    langs, sim = language_similarity(quads, langs)
+    files = {name: out / name for name in ("layer_similarity.csv", "layer_similarity.png",
+                                           "language_similarity.csv", "language_similarity.png")}
+    _write_layer_csv(files["layer_similarity.csv"], layers)
+    _write_language_csv(files["language_similarity.csv"], langs, sim)
+    plot_layer_similarity(layers, files["layer_similarity.png"])
+    plot_language_similarity(langs, sim, files["language_similarity.png"])
+    return {"layers": layers, "langs": langs, "language_similarity": sim, "files": files}
+
+
+# -- from a training run ---------------------------------------------------------------------------------
+
+
+class Run(NamedTuple):
+    """A training run's checkpoint: config (ConfigDict), vocabulary, model, stored params (host numpy), plan."""
+
+    config: Any
+    step: int
+    vocab: Any
+    model: Any
+    params: Any
+    plan: Any
+
+
+def load_run(workdir: str | os.PathLike, step: int | None = None) -> Run:
+    """The checkpoint `step` (default: the latest) of training run `workdir`, with its config (`config.json`
+    or the checkpoint's), vocabulary, parameters and sharing plan (none saved: fully shared)."""
+    import jax
+    import ml_collections
+
+    from mlst_jax.models.s2t_transformer import S2TTransformer, abstract_params
+    from mlst_jax.sharing.plan import SharingPlan
+    from mlst_jax.train import config as cfglib
+    from mlst_jax.train.checkpoint import Checkpointer
+    from mlst_jax.train.trainer import load_vocab
+
+    workdir = Path(workdir)
+    if not workdir.is_dir():
+        raise ValueError(f"{workdir}: no such run directory")
+    directory = workdir / "checkpoints"
+    if not directory.is_dir():
+        raise ValueError(f"{workdir} holds no checkpoints/ directory: not a training run")
+    ckpt = Checkpointer(directory, keep=None, async_save=False)
+    try:
+        steps = ckpt.all_steps()
+        if not steps:
+            raise ValueError(f"{directory}: no checkpoints")
+        if step is None:
+            step = steps[-1]
+        elif step not in steps:
+            raise ValueError(f"{directory}: no checkpoint for step {step}; saved steps: {steps}")
+        path = workdir / "config.json"
+        d = json.loads(path.read_text()) if path.is_file() else ckpt.restore_json(step, "config")
+        if not d:
+            raise ValueError(f"{workdir}: no config.json and no config saved with step {step}")
+        c = ml_collections.ConfigDict(d)
+        if not c.data.get("vocab") and not (workdir / "vocab" / "spm.model").is_file():
+            raise ValueError(f"{workdir}: the config names no vocabulary (data.vocab) and "
+                             f"{workdir / 'vocab' / 'spm.model'} is missing")
+        vocab = load_vocab(c, workdir)
+        c.model.vocab_size = len(vocab)
+        model_cfg = cfglib.model_config(c)
+        params = ckpt.restore_params(step)
+        langs = tuple(c.data.tgt_langs)
+        plan_json = ckpt.restore_json(step, "sharing_plan")
+    finally:
+        ckpt.close()
+    plan = SharingPlan.shared(params, langs) if plan_json is None else SharingPlan.from_json(plan_json, params)
+    if tuple(plan.langs) != langs:
+        raise ValueError(f"the checkpoint's sharing plan is over {plan.langs}, the config's data.tgt_langs "
+                         f"are {langs}")
+    expected = plan.abstract(abstract_params(model_cfg))
+    if jax.tree.structure(expected) != jax.tree.structure(params) or any(
+            tuple(a.shape) != tuple(b.shape) for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(params))):
+        raise ValueError(f"{workdir} step {step}: the saved parameters do not match the config's model "
+                         f"({c.model.arch}) under the saved sharing plan")
+    return Run(c, step, vocab, S2TTransformer(model_cfg), params, plan)
+
+
+def analyze_run(workdir: str | os.PathLike, split: str, out_dir: str | os.PathLike, *, step: int | None = None,
+                max_utterances: int | None = None, batch_size: int = 8, progress: bool = True) -> dict[str, Any]:
+    """Per-task gradients of run `workdir` on the multi-way aligned `split` of its corpus; writes
+    quadruplets.csv and the two analyses (`write_analysis`) into `out_dir`. Returns `write_analysis`'s dict
+    plus "step", "utterances", "nll" ({lang: mean NLL}) and "similarity" ({unit: [n, n]})."""
+    from mlst_jax.data.multiway_batches import multiway_batches
+    from mlst_jax.sharing.gradients import similarities, task_gradients, write_quadruplets_csv
+    from mlst_jax.train.trainer import corpus_root
+
+    run = load_run(workdir, step)
+    c = run.config
+    batches = multiway_batches(corpus_root(c), run.plan.langs, split, run.vocab, src_lang=c.data.src_lang,
+                               batch_size=batch_size, max_utterances=max_utterances,
+                               max_frames=c.data.get("max_frames"), cmvn=c.data.get("cmvn") or None,
+                               global_cmvn_path=c.data.get("global_cmvn_path") or None)
+    grads = task_gradients(run.model, run.params, run.plan, batches, progress=progress)
+    matrices, quads = similarities(grads, run.plan)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_quadruplets_csv(out / "quadruplets.csv", quads)
+    result = write_analysis(out, quads, run.plan.langs)
+    result["files"] = {"quadruplets.csv": out / "quadruplets.csv", **result["files"]}
+    result.update(step=run.step, utterances=grads.utterances, similarity=matrices,
+                  nll=dict(zip(run.plan.langs, grads.nll.tolist())))
+    return result

@@ -1,0 +1,259 @@
+"""Sharing plans in training runs: the plan a run starts with, initialization from another run's checkpoint
+(`mlst train --init RUN`), gradient similarities on the multi-way set, and the differentiation job.
+
+A run initialized from RUN continues from RUN's latest checkpoint: its step, parameters, optimizer moments,
+dropout key and data-iterator position, re-laid out for this run's plan (a new copy starts from its
+parent copy, Adam moments included). When the optimizer state cannot be carried over (a different
+optimizer or trainable set) or the parameter trees differ (e.g. added adapters), the parameters that both
+runs have are copied, the others keep their fresh initialization, and the optimizer state starts fresh.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
+
+from mlst_jax.sharing.plan import SharingPlan, base_shapes, transfer_leaf
+from mlst_jax.sharing.strategies import grad_plan, make_plan, parse_strategy, random_plan
+from mlst_jax.train.checkpoint import Checkpointer
+from mlst_jax.train.state import TrainState, abstract_train_state, create_train_state, shardings_of
+
+__all__ = ["saved_plan", "start_plan_and_state", "gradient_similarities", "budget_reached", "Source", "load_source",
+           "IterativeSchedule", "differentiate", "graft"]
+
+logger = logging.getLogger(__name__)
+
+
+def plan_from_json(d: Any, like_params: Any, langs) -> SharingPlan:
+    """The plan saved in a checkpoint (None: fully shared) over parameters shaped like `like_params`."""
+    plan = SharingPlan.shared(like_params, langs) if d is None else SharingPlan.from_json(d, like_params)
+    if tuple(plan.langs) != tuple(langs):
+        raise ValueError(f"the checkpoint's sharing plan is over languages {plan.langs}, the config's "
+                         f"data.tgt_langs are {tuple(langs)}")
+    return plan
+
+
+def saved_plan(ckpt: Checkpointer, step: int, base: Any, langs) -> SharingPlan:
+    """The sharing plan saved with `step` of `ckpt`."""
+    return plan_from_json(ckpt.restore_json(step, "sharing_plan"), base, langs)
+
+
+class Source(NamedTuple):
+    """A run's latest checkpoint: its checkpointer, step, stored params (host numpy) and plan."""
+
+    ckpt: Checkpointer
+    step: int
+    params: Any
+    plan: SharingPlan
+
+
+def load_source(run: str | Path, langs) -> Source:
+    """The latest checkpoint of workdir `run` (or of a `checkpoints` directory)."""
+    path = Path(run)
+    directory = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+    if not directory.is_dir():
+        raise ValueError(f"{run}: no such run directory (expected {path / 'checkpoints'})")
+    ckpt = Checkpointer(directory, keep=None, async_save=False)
+    step = ckpt.latest_step()
+    if step is None:
+        raise ValueError(f"{directory}: no checkpoint to start from")
+    params = ckpt.restore_params(step)
+    plan = plan_from_json(ckpt.restore_json(step, "sharing_plan"), params, langs)
+    return Source(ckpt, step, params, plan)
+
+
+def budget_reached(plan: SharingPlan, base: Any, multiple: float) -> bool:
+    shared = SharingPlan.shared(base, plan.langs).num_params(base)
+    return plan.num_params(base) >= round(multiple * shared)
+
+
+def gradient_similarities(c, model, params: Any, plan: SharingPlan, vocab, out_dir: str | Path | None = None,
+                          progress: bool = True) -> dict:
+    """{unit: [n, n] cosine matrix} of per-task gradients on the config's multi-way aligned split
+    (`sharing.multiway_split`, at most `sharing.multiway_max` utterances); writes `quadruplets.csv` into
+    `out_dir` when given."""
+    from mlst_jax.data.multiway_batches import multiway_batches
+    from mlst_jax.sharing.gradients import similarities, task_gradients, write_quadruplets_csv
+    from mlst_jax.train.trainer import corpus_root
+
+    batches = multiway_batches(corpus_root(c), plan.langs, c.sharing.multiway_split, vocab, src_lang=c.data.src_lang,
+                               batch_size=c.sharing.get("multiway_batch_size", 8),
+                               max_utterances=c.sharing.multiway_max or None, max_frames=c.data.max_frames,
+                               cmvn=c.data.cmvn or None)
+    grads = task_gradients(model, params, plan, batches, progress=progress)
+    matrices, quads = similarities(grads, plan)
+    if out_dir is not None:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        write_quadruplets_csv(Path(out_dir) / "quadruplets.csv", quads)
+    logger.info("task gradients on %d multi-way utterances: %d units, %d quadruplets", grads.utterances,
+                len(matrices), len(quads))
+    return matrices
+
+
+def _next_plan(c, start: SharingPlan, base: Any, similarity_fn) -> SharingPlan:
+    kind, _, x = parse_strategy(c.sharing.strategy)
+    if kind == "random":
+        return random_plan(start, base, x, seed=c.sharing.get("seed", 0))
+    if kind == "grad":
+        if budget_reached(start, base, x):
+            return start
+        return grad_plan(start, base, x, similarity_fn())
+    return make_plan(c.sharing.strategy, base, start.langs)
+
+
+def start_plan_and_state(c, model, tx, rng, example, mesh, base: Any, vocab, workdir: Path):
+    """(plan, initial TrainState or None, data-iterator state or None) of a run without checkpoints."""
+    langs = tuple(c.data.tgt_langs)
+    init = c.sharing.get("init", "")
+    if not init:
+        if c.sharing.get("iterative_every", 0):
+            return SharingPlan.shared(base, langs), None, None
+        if parse_strategy(c.sharing.strategy)[0] == "grad":
+            raise ValueError(f"sharing.strategy={c.sharing.strategy}: gradient-guided sharing starts from a trained "
+                             f"model; set sharing.init (mlst train --init RUN) or run mlst differentiate first")
+        return make_plan(c.sharing.strategy, base, langs, seed=c.sharing.get("seed", 0)), None, None
+    src = load_source(init, langs)
+    src_base = base_shapes(src.params, src.plan)
+
+    def sims():
+        view_params = jax.tree.map(jnp.asarray, src.params)
+        return gradient_similarities(c, model, view_params, src.plan, vocab, out_dir=workdir / "analysis")
+    plan = _next_plan(c, src.plan, base, sims)
+    logger.info("initializing from %s step %d with plan %s (%.2fM params)", init, src.step, plan,
+                plan.num_params(base) / 1e6)
+    same_tree = jax.tree.structure(src_base) == jax.tree.structure(base)
+    if same_tree:
+        try:
+            target = abstract_train_state(model, tx, rng, example, mesh, src.plan)
+            r = src.ckpt.restore(src.step, target)
+            state = TrainState(step=r.state.step, params=plan.transfer(r.state.params, src.plan),
+                               opt_state=plan.transfer_opt_state(r.state.opt_state, src.plan, r.state.params),
+                               rng=r.state.rng)
+            shards = shardings_of(abstract_train_state(model, tx, rng, example, mesh, plan))
+            src.ckpt.close()
+            return plan, jax.device_put(state, shards), r.data_state
+        except (ValueError, KeyError, TypeError) as e:
+            logger.warning("optimizer state of %s not carried over (%s); starting it fresh", init, e)
+    state = create_train_state(model, tx, rng, example, mesh, plan=plan)
+    params = graft(jax.device_get(state.params), plan, src.params, src.plan)
+    shards = shardings_of(state)
+    params = jax.device_put(params, shards.params)
+    opt_state = jax.jit(tx.init, out_shardings=shards.opt_state)(params)
+    src.ckpt.close()
+    return plan, state.replace(step=jnp.asarray(src.step, jnp.int32), params=params, opt_state=opt_state), None
+
+
+def graft(fresh: Any, plan: SharingPlan, src_params: Any, src_plan: SharingPlan) -> Any:
+    """`fresh` (stored under `plan`) with every leaf that `src_params` (stored under `src_plan`) also has
+    replaced by the source's values, re-laid out for `plan`."""
+    flat_src = traverse_util.flatten_dict(src_params)
+    src_tables = {n: t for n, t in src_plan.leaves()}
+    tables = {n: t for n, t in plan.leaves()}
+    out, missing = {}, []
+    for name, x in traverse_util.flatten_dict(fresh).items():
+        if name in flat_src:
+            y = np.asarray(transfer_leaf(jnp.asarray(flat_src[name]), src_tables[name], tables[name]))
+            if y.shape != x.shape:
+                raise ValueError(f"{'/'.join(name)}: shape {y.shape} in the source run, {x.shape} in this run")
+            out[name] = y
+        else:
+            out[name], _ = x, missing.append("/".join(name))
+    if missing:
+        logger.info("parameters not in the source run (fresh initialization): %s", ", ".join(missing[:8]) +
+                    (f" and {len(missing) - 8} more" if len(missing) > 8 else ""))
+    return traverse_util.unflatten_dict(out)
+
+
+def differentiate(run: str | Path, out: str | Path, budget: float, *, multiway_split: str | None = None,
+                  max_utterances: int | None = None, progress: bool = True) -> SharingPlan:
+    """Gradient-guided differentiation of run `run`'s latest checkpoint up to `budget` × the shared size.
+
+    Writes `out` as a run directory (config.json, vocab, `checkpoints/<step>` holding the split parameters,
+    the split Adam moments and the plan, and `analysis/quadruplets.csv`) that `mlst train --init OUT`
+    continues from. Returns the plan.
+    """
+    import shutil
+
+    import ml_collections
+
+    from mlst_jax.models.s2t_transformer import S2TTransformer
+    from mlst_jax.train import config as cfglib
+    from mlst_jax.train import sharding as shd
+    from mlst_jax.train.optim import make_optimizer
+    from mlst_jax.train.state import abstract_params
+    from mlst_jax.train.trainer import load_vocab
+
+    run, out = Path(run), Path(out)
+    if not (run / "config.json").is_file():
+        raise ValueError(f"{run}: not a training run directory (no config.json)")
+    if (out / "checkpoints").exists():
+        raise ValueError(f"{out / 'checkpoints'} already exists")
+    c = ml_collections.ConfigDict(json.loads((run / "config.json").read_text()))
+    c.sharing.strategy, c.sharing.init = f"grad@{budget}", str(run)
+    if multiway_split:
+        c.sharing.multiway_split = multiway_split
+    if max_utterances:
+        c.sharing.multiway_max = int(max_utterances)
+    parse_strategy(c.sharing.strategy)
+    vocab = load_vocab(c, run)
+    model_cfg = cfglib.model_config(c)
+    model = S2TTransformer(model_cfg)
+    example = {"features": jax.ShapeDtypeStruct((1, 16, model_cfg.input_feat_per_channel), jnp.float32),
+               "feature_lengths": jax.ShapeDtypeStruct((1,), jnp.int32),
+               "decoder_input": jax.ShapeDtypeStruct((1, 4), jnp.int32)}
+    mesh = shd.make_mesh(*cfglib.resolve_mesh(c, jax.device_count()))
+    tx = make_optimizer({**c.optim.to_dict(), "max_updates": c.train.max_updates})
+    base = abstract_params(model, example)
+    out.mkdir(parents=True, exist_ok=True)
+    plan, state, data_state = start_plan_and_state(c, model, tx, jax.random.PRNGKey(c.seed), example, mesh, base,
+                                                   vocab, out)
+    c.sharing.init = ""
+    ckpt = Checkpointer(out / "checkpoints", keep=None, async_save=False)
+    ckpt.save(state, data_state=data_state, config=c, sharing_plan=plan.to_json())
+    ckpt.close()
+    if (run / "vocab").is_dir() and not (out / "vocab").exists():
+        shutil.copytree(run / "vocab", out / "vocab")
+    (out / "config.json").write_text(c.to_json_best_effort(indent=1))
+    logger.info("differentiated %s -> %s: %s, %.2fM parameters", run, out, plan, plan.num_params(base) / 1e6)
+    return plan
+
+
+class IterativeSchedule:
+    """Differentiation during training (`sharing.iterative_every` = K > 0 with a grad@X strategy): every K
+    steps, the task gradients of the current model on the multi-way set split the least similar units until
+    the size reaches round r's budget 1 + (X - 1) * r / R (R = `sharing.iterative_rounds`), so the model
+    reaches X after R rounds."""
+
+    def __init__(self, every: int, rounds: int, multiple: float):
+        if every < 1 or rounds < 1:
+            raise ValueError(f"sharing.iterative_every={every} and sharing.iterative_rounds={rounds} must be >= 1")
+        self.every, self.rounds, self.multiple = every, rounds, multiple
+
+    @classmethod
+    def from_config(cls, c) -> "IterativeSchedule | None":
+        every = c.sharing.get("iterative_every", 0)
+        if not every:
+            return None
+        kind, _, x = parse_strategy(c.sharing.strategy)
+        if kind != "grad":
+            raise ValueError(f"sharing.iterative_every needs a grad@X strategy, got {c.sharing.strategy!r}")
+        return cls(every, c.sharing.get("iterative_rounds", 4), x)
+
+    def due(self, step: int) -> bool:
+        return step % self.every == 0 and step // self.every <= self.rounds
+
+    def budget(self, step: int) -> float:
+        r = min(step // self.every, self.rounds)
+        return 1.0 + (self.multiple - 1.0) * r / self.rounds
+
+    def next_plan(self, step: int, plan: SharingPlan, base: Any, similarity_fn) -> SharingPlan:
+        x = self.budget(step)
+        if budget_reached(plan, base, x):
+            return plan
+        return grad_plan(plan, base, x, similarity_fn())

@@ -1,0 +1,157 @@
+"""Ahead-of-time compilation of the train step for a mesh: memory and FLOPs without data or parameters.
+
+`compile_train_step(config, mesh="data=2,fsdp=2,tensor=2")` builds the abstract TrainState (ShapeDtypeStructs
+carrying their shardings, nothing allocated), takes the batch shapes from the config's buckets (no data read:
+one shape per frame bucket at the longest token bucket, see `pipeline.static_batch_shapes`), lowers and
+compiles the jitted train step for each chosen shape and reports, per device, XLA's memory analysis
+(argument, output, temporary and aliased bytes; `peak_bytes` = argument + output - alias + temp) and its
+FLOP count (per device, and times the device count). The mesh must match the devices of this machine; on CPU,
+fake them with `XLA_FLAGS=--xla_force_host_platform_device_count=N`.
+
+Which shape needs the most memory depends on the model: the largest frame bucket has the fewest, longest
+rows (encoder attention is quadratic in length), the smallest the most rows (decoder logits scale with rows
+x tokens x vocabulary). By default the smallest and the largest are compiled, both with the longest token
+bucket; short utterances rarely have long targets, so pass `tokens` for a realistic small-bucket figure.
+
+`grad@X` plans depend on gradients of a trained model; they are compiled as `random@X`, which has the same
+size budget.
+"""
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from mlst_jax.data import pipeline as pl
+from mlst_jax.models.s2t_transformer import S2TTransformer
+from mlst_jax.train import config as cfglib
+from mlst_jax.train import sharding as shd
+from mlst_jax.train.optim import make_optimizer
+from mlst_jax.train.state import abstract_params, abstract_train_state, shardings_of
+from mlst_jax.train.step import make_train_step
+
+__all__ = ["parse_mesh", "compile_train_step", "global_batch_shape"]
+
+_MESH_ITEM = re.compile(r"^(data|fsdp|tensor)=(-1|[1-9][0-9]*)$")
+
+
+def parse_mesh(spec: str) -> dict[str, int]:
+    """"data=2,fsdp=2,tensor=2" -> {"data": 2, "fsdp": 2, "tensor": 2}; omitted axes keep the config's value."""
+    out: dict[str, int] = {}
+    for item in (s.strip() for s in spec.split(",") if s.strip()):
+        m = _MESH_ITEM.match(item)
+        if not m:
+            raise ValueError(f"--mesh {spec!r}: {item!r} is not AXIS=SIZE with AXIS in data, fsdp, tensor and "
+                             f"SIZE >= 1 (data may be -1: the devices the other axes leave)")
+        if m.group(1) in out:
+            raise ValueError(f"--mesh {spec!r}: axis {m.group(1)} given twice")
+        out[m.group(1)] = int(m.group(2))
+    if not out:
+        raise ValueError(f"--mesh {spec!r} names no axis")
+    return out
+
+
+def _plan(c, base):
+    from mlst_jax.sharing.strategies import make_plan, parse_strategy
+
+    kind, _, x = parse_strategy(c.sharing.strategy)
+    strategy = f"random@{x}" if kind == "grad" else c.sharing.strategy
+    return make_plan(strategy, base, tuple(c.data.tgt_langs), seed=c.sharing.get("seed", 0))
+
+
+def _memory(compiled) -> dict[str, int] | None:
+    m = compiled.memory_analysis()
+    if m is None:
+        return None
+    out = {k: int(getattr(m, f"{k}_size_in_bytes")) for k in ("argument", "output", "alias", "temp")}
+    out["peak"] = out["argument"] + out["output"] - out["alias"] + out["temp"]
+    return {f"{k}_bytes": v for k, v in out.items()}
+
+
+def _flops(compiled) -> float | None:
+    cost = compiled.cost_analysis()
+    if isinstance(cost, (list, tuple)):
+        cost = cost[0] if cost else None
+    flops = (cost or {}).get("flops")
+    return float(flops) if flops is not None and flops >= 0 else None
+
+
+def compile_train_step(config: ml_collections.ConfigDict, mesh: str | dict[str, int] | None = None,
+                       frames: Sequence[int] | None = None, tokens: int | None = None) -> dict[str, Any]:
+    """Compiles the train step of `config` on `mesh` (a spec like "data=2,fsdp=2,tensor=2" or a dict; default
+    the config's `mesh`) for frame buckets `frames` (default the smallest and largest) with targets of
+    `tokens` (rounded up to a token bucket; default the longest allowed) and returns
+    `{"mesh", "devices", "params", "state_bytes", "shapes": [{"features", "tokens", "memory", "flops_per_device",
+    "flops", "compile_seconds"}, ...]}`: memory per device; XLA counts one device's FLOPs (`flops` is that
+    times the number of devices)."""
+    import time
+
+    c = ml_collections.ConfigDict(config.to_dict())
+    if mesh:
+        c.mesh.update(parse_mesh(mesh) if isinstance(mesh, str) else dict(mesh))
+    n = jax.device_count()
+    cfglib.validate(c, check_paths=False)
+    try:
+        data, fsdp, tensor = cfglib.resolve_mesh(c, n)
+    except ValueError as e:
+        hint = " (on CPU, fake devices with XLA_FLAGS=--xla_force_host_platform_device_count=N)" \
+            if jax.default_backend() == "cpu" else ""
+        raise ValueError(f"{e}{hint}") from None
+    mesh_ = shd.make_mesh(data, fsdp, tensor)
+
+    from mlst_jax.train.trainer import (TRAIN_KEYS, _batch_structs, _local_batch_devices, _pipeline_config,
+                                        trainable_mask)
+
+    pcfg = _pipeline_config(c, train=True)
+    if not frames:
+        buckets = pl.train_frame_buckets(pcfg)
+        frames = sorted({buckets[0], buckets[-1]})
+    chosen = pl.static_batch_shapes(pcfg, num_devices=_local_batch_devices(data * fsdp), frames=frames,
+                                    tokens=tokens)
+
+    model = S2TTransformer(cfglib.model_config(c))
+    example = _batch_structs(chosen[0])
+    base = abstract_params(model, example)
+    tx = make_optimizer({**c.optim.to_dict(), "max_updates": c.train.max_updates}, trainable_mask(c, base))
+    rng = jax.eval_shape(lambda: jax.random.PRNGKey(c.seed))
+    plan = _plan(c, base)
+    target = abstract_train_state(model, tx, rng, example, mesh_, plan)
+    keys = TRAIN_KEYS if plan.is_shared else TRAIN_KEYS + ("group_lang",)
+    batch_shardings = shd.stratified_batch_shardings(mesh_, keys)
+    step = make_train_step(model, tx, label_smoothing=c.optim.label_smoothing, mesh=mesh_,
+                           state_shardings=shardings_of(target), batch_shardings=batch_shardings,
+                           plan=None if plan.is_shared else plan)
+
+    report: dict[str, Any] = {
+        "mesh": {"data": data, "fsdp": fsdp, "tensor": tensor}, "devices": n, "backend": jax.default_backend(),
+        "sharing": c.sharing.strategy, "params": int(sum(math.prod(x.shape) for x in jax.tree.leaves(target.params))),
+        "state_bytes": int(sum(math.prod(x.shape) * x.dtype.itemsize for x in jax.tree.leaves(target))),
+        "shapes": [],
+    }
+    for shape in chosen:
+        global_shape = global_batch_shape(shape)
+        structs = {k: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=batch_shardings[k])
+                   for k, s in _batch_structs(global_shape, plan.is_shared).items() if k in keys}
+        t0 = time.perf_counter()
+        compiled = step.lower(target, structs).compile()
+        flops = _flops(compiled)
+        report["shapes"].append({"features": list(global_shape.features), "tokens": list(global_shape.tokens),
+                                 "memory": _memory(compiled), "flops_per_device": flops,
+                                 "flops": None if flops is None else flops * n,
+                                 "compile_seconds": round(time.perf_counter() - t0, 2)})
+    return report
+
+
+def global_batch_shape(shape: pl.BatchShape) -> pl.BatchShape:
+    """One process's batch shape -> the global batch (its rows times the number of processes)."""
+    axis = len(shape.tokens) - 2  # the rows: b of [G, b, ...] or B of [B, ...]
+
+    def grow(dims):
+        dims = list(dims)
+        dims[axis] *= jax.process_count()
+        return tuple(dims)
+    return pl.BatchShape(grow(shape.features), grow(shape.tokens))

@@ -1,0 +1,210 @@
+"""Similarity analyses, multi-way batches from a MuST-C layout, and `mlst analyze` on a saved run."""
+import csv
+import importlib.util
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mlst_jax.sharing.analysis import language_similarity, layer_similarity, module_kind, write_analysis
+from mlst_jax.sharing.gradients import Quadruplet, read_quadruplets_csv
+
+ROOT = Path(__file__).resolve().parents[2]
+LANGS = ("de", "es", "fr")
+
+
+def q(unit, a, b, cos, copy=0):
+    return Quadruplet(unit, copy, a, b, cos)
+
+
+# -- analyses ---------------------------------------------------------------------------------------------
+
+QUADS = [
+    q("decoder/layers_0/self_attn/q_proj", "de", "es", 0.1), q("decoder/layers_0/self_attn/q_proj", "de", "fr", 0.3),
+    q("decoder/layers_0/ffn/fc1", "de", "es", 0.5), q("decoder/layers_0/final_layer_norm", "es", "fr", -0.1),
+    q("decoder/layers_1/encoder_attn/v_proj", "de", "es", 0.8), q("decoder/layers_1/ffn/fc2", "de", "es", 0.6),
+    q("decoder/layers_1/ffn/fc2", "fr", "it", 0.2, copy=1),
+    q("encoder/layers_0/ffn/fc1", "de", "es", 0.9),  # not a decoder layer: ignored per layer, counted per pair
+]
+
+
+def test_layer_similarity():
+    layers = layer_similarity(QUADS)
+    assert [l.layer for l in layers] == [0, 1]
+    assert layers[0].count == 4 and layers[1].count == 3
+    assert layers[0].mean == pytest.approx(0.2) and layers[1].mean == pytest.approx(1.6 / 3)
+    assert layers[0].std == pytest.approx(np.std([0.1, 0.3, 0.5, -0.1]))
+    assert layers[0].by_module == pytest.approx({"self_attn": 0.2, "ffn": 0.5, "layer_norm": -0.1})
+    assert layers[1].by_module == pytest.approx({"encoder_attn": 0.8, "ffn": 0.4})
+    assert module_kind("decoder/layers_3/encoder_attn_layer_norm") == "layer_norm"
+
+
+def test_language_similarity():
+    langs, sim = language_similarity(QUADS, ["de", "es", "fr", "it", "nl"])
+    assert langs == ["de", "es", "fr", "it", "nl"]
+    assert sim[0, 1] == sim[1, 0] == pytest.approx((0.1 + 0.5 + 0.8 + 0.6 + 0.9) / 5)
+    assert sim[0, 2] == pytest.approx(0.3) and sim[1, 2] == pytest.approx(-0.1) and sim[2, 3] == pytest.approx(0.2)
+    assert np.isnan(sim[0, 4]) and np.all(np.diag(sim) == 1.0)
+    np.testing.assert_array_equal(np.nan_to_num(sim), np.nan_to_num(sim.T))
+    assert language_similarity(QUADS)[0] == ["de", "es", "fr", "it"]
+    with pytest.raises(ValueError, match="not in"):
+        language_similarity(QUADS, ["de", "es"])
+
+
+def test_write_analysis(tmp_path):
+    out = write_analysis(tmp_path / "a", QUADS, ["de", "es", "fr", "it"])
+    files = out["files"]
+    for name in ("layer_similarity.png", "language_similarity.png"):
+        assert files[name].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = list(csv.DictReader(files["layer_similarity.csv"].open()))
+    assert [r["layer"] for r in rows] == ["0", "1"] and float(rows[1]["mean_ffn"]) == pytest.approx(0.4)
+    assert rows[0]["mean_encoder_attn"] == "" and int(rows[0]["quadruplets"]) == 4
+    lines = list(csv.reader(files["language_similarity.csv"].open()))
+    assert lines[0] == ["lang", "de", "es", "fr", "it"]
+    assert float(lines[3][4]) == pytest.approx(0.2) and lines[1][4] == ""  # de-it never share a copy
+    with pytest.raises(ValueError, match="no decoder-layer"):
+        write_analysis(tmp_path / "b", QUADS[-1:])
+
+
+# -- multi-way batches and the command on a saved run ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    from mlst_jax.data.layouts import read_text_lines
+    from mlst_jax.data.synthetic.corpus import synthesize_corpus
+    from mlst_jax.data.vocab import train_vocab
+
+    root = tmp_path_factory.mktemp("corpus")
+    synthesize_corpus(root, (16, 2, 6), workers=1, progress=False)
+    texts = [t for l in LANGS for t in read_text_lines(root / "mustc" / f"en-{l}" / "data" / "train" / "txt" /
+                                                        f"train.{l}")]
+    vocab_dir = tmp_path_factory.mktemp("vocab")
+    vocab = train_vocab(texts, vocab_dir / "spm", 120, list(LANGS))
+    return root, vocab, vocab_dir
+
+
+def test_multiway_batches(corpus):
+    from mlst_jax.audio import fbank, utterance_cmvn
+    from mlst_jax.data.layouts import load_segment
+    from mlst_jax.data.multiway_batches import multiway_batches
+
+    root, vocab, _ = corpus
+    batches = multiway_batches(root / "mustc", LANGS, "tst-COMMON", vocab, batch_size=4, num_buckets=2)
+    assert len(batches.utterances) == 6 and len(batches) == 2 and len(batches.shapes) <= 2
+    seen = []
+    for b in batches:
+        n, rows, u = b["target"].shape
+        assert (n, rows) == (3, 4) and b["decoder_input"].shape == b["loss_weights"].shape == (3, 4, u)
+        assert b["features"].shape == (4, b["features"].shape[1], 80) and (b["features"].shape[1], u) in batches.shapes
+        for r in range(rows):
+            i = b["index"][r]
+            if i < 0:
+                assert b["valid"][r] == 0 and not b["loss_weights"][:, r].any()
+                continue
+            seen.append(int(i))
+            utt = batches.utterances[i]
+            for li, lang in enumerate(LANGS):
+                ids = vocab.encode(utt["references"][lang], lang)
+                np.testing.assert_array_equal(b["target"][li, r, : len(ids)], ids)
+                np.testing.assert_array_equal(b["decoder_input"][li, r, : len(ids)], [2] + ids[:-1])
+                assert (b["target"][li, r, len(ids):] == 1).all()
+                np.testing.assert_array_equal(b["loss_weights"][li, r], [0] + [1] * (len(ids) - 1) + [0] * (u - len(ids)))
+            wave = load_segment(utt["audio_path"], utt["offset"], utt["duration"], 16000)
+            want = np.asarray(fbank(np.round(wave * 32768) / 32768, 16000))
+            length = b["feature_lengths"][r]
+            assert length == len(want)
+            np.testing.assert_allclose(b["features"][r, :length], utterance_cmvn(want), atol=1e-3)
+            assert not b["features"][r, length:].any()
+    assert sorted(seen) == list(range(6))
+    assert len(multiway_batches(root / "mustc", LANGS[:2], "tst-COMMON", vocab, max_utterances=3).utterances) == 3
+    with pytest.raises(ValueError, match="no split 'test'.*dev, train, tst-COMMON"):
+        multiway_batches(root / "mustc", LANGS, "test", vocab)
+    with pytest.raises(ValueError, match="unknown target language 'xx'"):
+        multiway_batches(root / "mustc", ["xx"], "tst-COMMON", vocab)
+
+
+def synth_tiny():
+    spec = importlib.util.spec_from_file_location("synth_tiny", ROOT / "configs" / "synth_tiny.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+@pytest.fixture(scope="module")
+def run(corpus, tmp_path_factory):
+    """A training run's directory as the trainer leaves it (random weights, a partially split plan)."""
+    from mlst_jax.models.s2t_transformer import S2TTransformer
+    from mlst_jax.sharing.plan import SharingPlan, path_names
+    from mlst_jax.sharing.strategies import differentiable_units
+    from mlst_jax.train import config as cfglib
+    from mlst_jax.train.checkpoint import Checkpointer
+    from mlst_jax.train.state import TrainState
+
+    root, vocab, vocab_dir = corpus
+    work = tmp_path_factory.mktemp("run")
+    c = synth_tiny()
+    c.data.manual_dir, c.data.data_dir, c.data.tgt_langs = str(root), str(work / "tfds"), LANGS
+    c.data.vocab = str(vocab_dir / "spm")
+    c.model.vocab_size = len(vocab)
+    c.model.overrides.update(d_model=32, encoder_layers=1, encoder_ffn_dim=64, decoder_ffn_dim=64, conv_channels=32,
+                             encoder_attention_heads=2, decoder_attention_heads=2)
+    model = S2TTransformer(cfglib.model_config(c))
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 64, 80)), jnp.full((1,), 64),
+                            jnp.zeros((1, 8), jnp.int32))["params"]
+    rng = np.random.default_rng(0)
+    base = jax.tree_util.tree_map_with_path(
+        lambda p, x: (float(path_names(p)[-1] == "scale") + 0.1 * rng.standard_normal(x.shape)).astype(np.float32),
+        shapes)
+    plan = SharingPlan.shared(base, LANGS)
+    units = differentiable_units(plan)
+    plan = plan.split(units[0], ["fr"]).split(units[-1], ["de"])
+    ckpt = Checkpointer(work / "checkpoints", async_save=False)
+    ckpt.save(TrainState(jnp.asarray(7, jnp.int32), plan.expand(base), {}, jax.random.PRNGKey(1)), config=c,
+              sharing_plan=plan.to_json())
+    ckpt.close()
+    (work / "config.json").write_text(c.to_json_best_effort(indent=1))
+    return work, plan
+
+
+def test_mlst_analyze(run, tmp_path, capsys):
+    from mlst_jax.cli import main
+    from mlst_jax.sharing.strategies import differentiable_units
+
+    work, plan = run
+    out = tmp_path / "analysis"
+    assert main(["analyze", "--workdir", str(work), "--multiway", "tst-COMMON", "--max-utterances", "5",
+                 "--batch-size", "4", "--out", str(out), "--quiet"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["step"] == 7 and summary["utterances"] == 5 and set(summary["nll"]) == set(LANGS)
+    assert set(summary["layer_similarity"]) == {"0", "1"}
+    quads = read_quadruplets_csv(out / "quadruplets.csv")
+    units = ["/".join(u) for u in differentiable_units(plan)]
+    by_unit = {}
+    for x in quads:
+        by_unit.setdefault(x.unit, []).append((x.copy, x.lang_j, x.lang_k))
+    assert list(by_unit) == units and len(quads) == 3 * len(units) - 4
+    assert by_unit[units[0]] == [(0, "de", "es")] and by_unit[units[-1]] == [(1, "es", "fr")]
+    assert by_unit[units[1]] == [(0, "de", "es"), (0, "de", "fr"), (0, "es", "fr")]
+    assert all(-1.0 <= x.cosine <= 1.0 for x in quads)
+    for name in ("layer_similarity.csv", "layer_similarity.png", "language_similarity.csv", "language_similarity.png"):
+        assert (out / name).stat().st_size > 0
+
+
+def test_mlst_analyze_errors(run, tmp_path, capsys):
+    from mlst_jax.cli import main
+
+    work, _ = run
+    args = ["--multiway", "tst-COMMON", "--out", str(tmp_path / "x"), "--quiet"]
+    assert main(["analyze", "--workdir", str(tmp_path / "missing"), *args]) == 2
+    assert "no such run directory" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["analyze", "--workdir", str(tmp_path / "empty"), *args]) == 2
+    assert "no checkpoints/" in capsys.readouterr().err
+    assert main(["analyze", "--workdir", str(work), "--step", "3", *args]) == 2
+    assert "no checkpoint for step 3; saved steps: [7]" in capsys.readouterr().err
+    assert main(["analyze", "--workdir", str(work), "--multiway", "tst-HE", "--out", str(tmp_path / "x")]) == 2
+    assert "no split 'tst-HE'" in capsys.readouterr().err

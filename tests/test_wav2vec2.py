@@ -1,0 +1,340 @@
+"""wav2vec 2.0: parity with HF `Wav2Vec2Model` / `Wav2Vec2ForCTC` (base and stable-layer-norm variants), padding,
+SpecAugment masks, LayerDrop, and conversion of HF and fairseq checkpoints."""
+import argparse
+import json
+import re
+import shutil
+import types
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mlst_jax.convert import load_pretrained
+from mlst_jax.convert.wav2vec2 import (load_fairseq_wav2vec2, load_hf_wav2vec2, parse_conv_layers,
+                                       save_fairseq_wav2vec2, save_hf_wav2vec2)
+from mlst_jax.models import layers
+from mlst_jax.models.wav2vec2 import Wav2Vec2, Wav2Vec2Config, abstract_params, count_params, named_config, span_mask
+
+TOL = 1e-4
+LENGTHS = (1500, 1100, 833)
+MAX_DIFFS = {}
+TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, conv_dim=(16, 12, 16),
+            conv_stride=(5, 2, 2), conv_kernel=(10, 3, 3), num_conv_pos_embedding_groups=4, vocab_size=11,
+            mask_time_prob=0.05, mask_time_length=4)
+VARIANTS = {
+    # base: group-norm extractor without conv bias, post-LN Transformer, even positional kernel
+    "base": dict(feat_extract_norm="group", conv_bias=False, do_stable_layer_norm=False, num_conv_pos_embeddings=8),
+    # large / LV-60: layer-norm extractor with conv bias, pre-LN Transformer, odd positional kernel
+    "stable": dict(feat_extract_norm="layer", conv_bias=True, do_stable_layer_norm=True, num_conv_pos_embeddings=5,
+                   hidden_act="gelu_new"),
+}
+
+
+def record(name, diff):
+    MAX_DIFFS[name] = max(MAX_DIFFS.get(name, 0.0), float(diff))
+    return diff
+
+
+@pytest.fixture(scope="module", autouse=True)
+def report_diffs():
+    yield
+    print("\nmax |diff| vs HF:", {k: f"{v:.2e}" for k, v in sorted(MAX_DIFFS.items())})
+
+
+def perturb(torch, model):
+    """Moves biases and norms away from their defaults so that parity tests see every parameter."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias"):
+                p.normal_(0.0, 0.1)
+            elif "norm" in name and p.ndim == 1:
+                p.normal_(1.0, 0.2)
+            else:
+                p.normal_(0.0, float(np.prod(p.shape[1:])) ** -0.5)
+    return model.eval()
+
+
+@pytest.fixture(scope="module", params=sorted(VARIANTS))
+def case(request, tmp_path_factory):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    name = request.param
+    torch.manual_seed(len(name))
+    hf = perturb(torch, transformers.Wav2Vec2ForCTC(transformers.Wav2Vec2Config(**TINY, **VARIANTS[name])))
+    path = tmp_path_factory.mktemp(name)
+    hf.save_pretrained(path)
+    config, params = load_hf_wav2vec2(path)
+    rng = np.random.RandomState(0)
+    wav = rng.randn(len(LENGTHS), max(LENGTHS)).astype(np.float32)
+    for i, n in enumerate(LENGTHS):
+        wav[i, n:] = 0.0
+    model = Wav2Vec2(config)
+    run = jax.jit(lambda p, w, l, m: model.apply({"params": p}, w, l, mask_time_indices=m))
+    no_mask = np.zeros((len(LENGTHS), config.feat_extract_output_lengths(max(LENGTHS))), bool)
+    out, valid = map(np.asarray, run(params, wav, np.array(LENGTHS), no_mask))
+    with torch.no_grad():
+        ref = [hf.wav2vec2(torch.from_numpy(wav[i:i + 1, :n])).last_hidden_state[0].numpy()
+               for i, n in enumerate(LENGTHS)]
+        ctc_ref = [hf(torch.from_numpy(wav[i:i + 1, :n])).logits[0].numpy() for i, n in enumerate(LENGTHS)]
+    return types.SimpleNamespace(name=name, torch=torch, transformers=transformers, hf=hf, path=path, config=config,
+                                 params=params, wav=wav, run=run, no_mask=no_mask, out=out, valid=valid,
+                                 ref=ref, ctc_ref=ctc_ref)
+
+
+@pytest.mark.torch
+def test_config_from_hf(case):
+    hf = case.hf.config
+    for field in ("hidden_size", "num_hidden_layers", "intermediate_size", "feat_extract_norm", "conv_bias",
+                  "do_stable_layer_norm", "num_conv_pos_embeddings", "hidden_act", "mask_time_prob", "layerdrop"):
+        assert getattr(case.config, field) == getattr(hf, field), field
+    assert case.config.conv_dim == tuple(hf.conv_dim) and case.config.conv_stride == tuple(hf.conv_stride)
+    assert Wav2Vec2Config.from_dict(case.config.to_dict()) == case.config
+
+
+@pytest.mark.torch
+def test_padded_batch_matches_hf_per_utterance(case):
+    for i, n in enumerate(LENGTHS):
+        ref = case.ref[i]
+        assert case.valid[i].sum() == ref.shape[0] == case.config.feat_extract_output_lengths(n)
+        assert record(f"{case.name}/last_hidden_state", np.abs(case.out[i, :ref.shape[0]] - ref).max()) <= TOL
+
+
+@pytest.mark.torch
+def test_hf_padded_batch_convention(case):
+    """HF on the padded batch with attention_mask: equal to ours for the stable variant; for the base variant HF's
+    group norm sees the padding, so only the unpadded row agrees (ours matches HF per utterance instead)."""
+    torch = case.torch
+    mask = (np.arange(max(LENGTHS))[None] < np.array(LENGTHS)[:, None]).astype(np.int64)
+    with torch.no_grad():
+        padded = case.hf.wav2vec2(torch.from_numpy(case.wav), attention_mask=torch.from_numpy(mask))
+    padded = padded.last_hidden_state.numpy()
+    for i in range(len(LENGTHS)):
+        s = int(case.valid[i].sum())
+        diff = np.abs(case.out[i, :s] - padded[i, :s]).max()
+        if case.config.do_stable_layer_norm or i == 0:
+            assert record(f"{case.name}/hf_padded_batch", diff) <= TOL
+        else:
+            assert diff > 1e-2  # HF's padded base model differs from its own unpadded output
+
+
+@pytest.mark.torch
+def test_outputs_do_not_depend_on_padding_values(case):
+    noisy = case.wav.copy()
+    for i, n in enumerate(LENGTHS):
+        noisy[i, n:] = np.random.RandomState(i).randn(max(LENGTHS) - n) * 3
+    out, _ = case.run(case.params, noisy, np.array(LENGTHS), case.no_mask)
+    out = np.asarray(out)
+    for i in range(len(LENGTHS)):
+        s = int(case.valid[i].sum())
+        assert record(f"{case.name}/padding_values", np.abs(out[i, :s] - case.out[i, :s]).max()) <= 1e-5
+
+
+@pytest.mark.torch
+def test_mask_time_indices_match_hf(case):
+    torch = case.torch
+    mask = case.no_mask.copy()
+    mask[:, 3:7] = True
+    mask[1, 20:24] = True
+    out, _ = case.run(case.params, case.wav, np.array(LENGTHS), mask)
+    i, n = 1, LENGTHS[1]
+    s = int(case.valid[i].sum())
+    with torch.no_grad():
+        ref = case.hf.wav2vec2(torch.from_numpy(case.wav[i:i + 1, :n]),
+                               mask_time_indices=torch.from_numpy(mask[i:i + 1, :s])).last_hidden_state[0].numpy()
+    assert record(f"{case.name}/masked", np.abs(np.asarray(out)[i, :s] - ref).max()) <= TOL
+    assert np.abs(ref - case.ref[i]).max() > 1e-2  # the mask changed the output
+
+
+@pytest.mark.torch
+def test_ctc_head(case, tmp_path):
+    config, params = load_hf_wav2vec2(case.path, ctc_head=True)
+    assert set(params) == {"wav2vec2", "lm_head"}
+    jax.tree.map(np.testing.assert_array_equal, params["wav2vec2"], case.params)
+    kernel, bias = params["lm_head"]["kernel"], params["lm_head"]["bias"]
+    for i, ref in enumerate(case.ctc_ref):
+        logits = case.out[i, :ref.shape[0]] @ kernel + bias
+        assert record(f"{case.name}/ctc_logits", np.abs(logits - ref).max()) <= TOL
+    # exporting the ForCTC params writes a directory HF loads without missing or unexpected keys
+    save_hf_wav2vec2(tmp_path, config, params)
+    hf, info = case.transformers.Wav2Vec2ForCTC.from_pretrained(tmp_path, output_loading_info=True)
+    assert not any(info.get(k) for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
+    for name, p in case.hf.state_dict().items():
+        np.testing.assert_array_equal(hf.state_dict()[name].numpy(), p.numpy(), err_msg=name)
+
+
+@pytest.mark.torch
+def test_export_base_model_round_trip(case, tmp_path):
+    save_hf_wav2vec2(tmp_path, case.config, case.params)
+    assert json.loads((tmp_path / "config.json").read_text())["architectures"] == ["Wav2Vec2Model"]
+    hf, info = case.transformers.Wav2Vec2Model.from_pretrained(tmp_path, output_loading_info=True)
+    assert not any(info.get(k) for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
+    for name, p in case.hf.wav2vec2.state_dict().items():
+        np.testing.assert_array_equal(hf.state_dict()[name].numpy(), p.numpy(), err_msg=name)
+    model, kind, config, params = load_pretrained(tmp_path)
+    assert (model, kind, config) == ("wav2vec2", "hf", case.config)
+
+
+# HF → fairseq names, written independently of the converter's rules.
+HF_TO_FAIRSEQ = [
+    (r"^wav2vec2\.", ""), (r"\.attention\.", ".self_attn."),
+    (r"^encoder\.layers\.(\d+)\.layer_norm\.", r"encoder.layers.\1.self_attn_layer_norm."),
+    (r"\.feed_forward\.intermediate_dense\.", ".fc1."), (r"\.feed_forward\.output_dense\.", ".fc2."),
+    (r"^feature_projection\.layer_norm\.", "layer_norm."), (r"^feature_projection\.projection\.", "post_extract_proj."),
+    (r"^masked_spec_embed$", "mask_emb"),
+    (r"pos_conv_embed\.conv\.parametrizations\.weight\.original0", "pos_conv.0.weight_g"),
+    (r"pos_conv_embed\.conv\.parametrizations\.weight\.original1", "pos_conv.0.weight_v"),
+    (r"pos_conv_embed\.conv\.bias", "pos_conv.0.bias"), (r"conv_layers\.(\d+)\.conv\.", r"conv_layers.\1.0."),
+]
+
+
+def fairseq_state(case):
+    out = {}
+    for key, x in case.hf.state_dict().items():
+        for pattern, repl in HF_TO_FAIRSEQ:
+            key = re.sub(pattern, repl, key)
+        key = re.sub(r"conv_layers\.(\d+)\.layer_norm\.",
+                     r"conv_layers.\1.2.1." if case.config.feat_extract_norm == "layer" else r"conv_layers.\1.2.", key)
+        out[key] = x.clone()
+    return out
+
+
+def fairseq_args(config):
+    conv = " + ".join(f"[({d}, {k}, {s})]" for d, k, s in zip(config.conv_dim, config.conv_kernel, config.conv_stride))
+    return dict(arch="wav2vec2", extractor_mode="layer_norm" if config.feat_extract_norm == "layer" else "default",
+                encoder_layers=config.num_hidden_layers, encoder_embed_dim=config.hidden_size,
+                encoder_ffn_embed_dim=config.intermediate_size, encoder_attention_heads=config.num_attention_heads,
+                activation_fn="gelu_accurate" if config.hidden_act == "gelu_new" else "gelu", conv_feature_layers=conv,
+                conv_bias=config.conv_bias, conv_pos=config.num_conv_pos_embeddings,
+                conv_pos_groups=config.num_conv_pos_embedding_groups, layer_norm_first=config.do_stable_layer_norm,
+                mask_prob=0.65, mask_length=10)
+
+
+@pytest.mark.torch
+def test_fairseq_pretrained_checkpoint(case, tmp_path):
+    torch = case.torch
+    state = {k: v for k, v in fairseq_state(case).items() if not k.startswith("lm_head.")}
+    state["quantizer.vars"] = torch.zeros(1, 4, 2)  # pretraining-only modules are ignored
+    state["final_proj.weight"] = torch.zeros(3, 32)
+    args = argparse.Namespace(**fairseq_args(case.config))
+    torch.save({"args": args, "model": state}, tmp_path / "checkpoint_best.pt")
+    config, params = load_fairseq_wav2vec2(tmp_path / "checkpoint_best.pt")
+    for field in ("hidden_size", "conv_dim", "conv_kernel", "conv_stride", "conv_bias", "feat_extract_norm",
+                  "do_stable_layer_norm", "num_conv_pos_embeddings", "num_conv_pos_embedding_groups", "hidden_act"):
+        assert getattr(config, field) == getattr(case.config, field), field
+    assert config.mask_time_prob == 0.65
+    jax.tree.map(np.testing.assert_array_equal, params, case.params)
+    model, kind, _, _ = load_pretrained(tmp_path)
+    assert (model, kind) == ("wav2vec2", "fairseq")
+    # our fairseq export reads back identically
+    save_fairseq_wav2vec2(tmp_path / "out" / "w2v.pt", config, params)
+    config2, params2 = load_fairseq_wav2vec2(tmp_path / "out" / "w2v.pt")
+    assert config2 == config
+    jax.tree.map(np.testing.assert_array_equal, params2, params)
+
+
+@pytest.mark.torch
+def test_fairseq_finetuned_ctc_checkpoint(case, tmp_path):
+    state = {("w2v_encoder.proj." + k[len("lm_head."):] if k.startswith("lm_head.")
+              else "w2v_encoder.w2v_model." + k): v for k, v in fairseq_state(case).items()}
+    pt = tmp_path / "ctc.pt"
+    cfg = {"model": {"_name": "wav2vec_ctc", "w2v_args": {"model": fairseq_args(case.config)}, "mask_prob": 0.5}}
+    case.torch.save({"cfg": cfg, "model": state}, pt)
+    config, params = load_fairseq_wav2vec2(pt, ctc_head=True)
+    assert config.vocab_size == case.config.vocab_size and config.mask_time_prob == 0.5
+    ref = load_hf_wav2vec2(case.path, ctc_head=True)[1]
+    jax.tree.map(np.testing.assert_array_equal, params, ref)
+    jax.tree.map(np.testing.assert_array_equal, load_fairseq_wav2vec2(pt)[1], case.params)
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("edit", ["delete", "add", "reshape"])
+def test_key_errors_name_the_key(case, tmp_path, edit):
+    from safetensors.numpy import load_file, save_file
+
+    if case.name != "stable":
+        pytest.skip("one variant is enough")
+    state = load_file(case.path / "model.safetensors")
+    key = "wav2vec2.encoder.layers.1.feed_forward.intermediate_dense.weight"
+    if edit == "delete":
+        del state[key]
+    elif edit == "add":
+        key = "wav2vec2.encoder.layers.1.extra.weight"
+        state[key] = np.zeros((2, 2), np.float32)
+    else:
+        state[key] = state[key][:, :-1].copy()
+    save_file(state, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
+    shutil.copy(case.path / "config.json", tmp_path / "config.json")
+    with pytest.raises(ValueError, match=re.escape(key)) as err:
+        load_hf_wav2vec2(tmp_path)
+    assert "model.safetensors" in str(err.value)
+
+
+def random_params(shapes, seed=0):
+    """Random parameters of the given shapes (cheaper than compiling `init`)."""
+    rng = np.random.RandomState(seed)
+    return jax.tree.map(lambda x: (rng.randn(*x.shape) * 0.3).astype(np.float32), shapes)
+
+
+def test_layerdrop_skips_layers_only_in_training():
+    cfg = Wav2Vec2Config(**{**TINY, **VARIANTS["stable"], "mask_time_prob": 0.0, "hidden_dropout": 0.0,
+                            "attention_dropout": 0.0, "activation_dropout": 0.0, "layerdrop": 1.0})
+    wav = np.random.RandomState(0).randn(1, 400).astype(np.float32)
+    lens = np.array([400])
+    params = random_params(abstract_params(cfg))
+
+    @jax.jit
+    def run(params, rng):
+        train = Wav2Vec2(cfg).apply({"params": params}, wav, lens, deterministic=False, rngs={"dropout": rng})[0]
+        no_layers = {**params, "encoder": {k: v for k, v in params["encoder"].items() if not k.startswith("layers_")}}
+        return train, Wav2Vec2(cfg.replace(num_hidden_layers=0)).apply({"params": no_layers}, wav, lens)[0]
+
+    train, skipped = map(np.asarray, run(params, jax.random.PRNGKey(1)))
+    np.testing.assert_allclose(train, skipped, atol=1e-6)
+    module = types.SimpleNamespace(make_rng=lambda name: jax.random.PRNGKey(0))
+    assert layers.layer_dropped(module, 1.0, deterministic=True) is None  # never at inference
+    assert bool(layers.layer_dropped(module, 1.0, deterministic=False))
+
+
+def test_span_mask_follows_hf_rules():
+    masks = jax.jit(span_mask, static_argnums=(2, 3, 4, 5))
+    lengths = jnp.array([100, 60, 9])
+    mask = np.asarray(masks(jax.random.PRNGKey(0), lengths, 100, 0.4, 5, 2))
+    for row, n in zip(mask, np.asarray(lengths)):
+        assert not row[n:].any()  # only valid frames are masked
+        k = row.sum()
+        assert 5 <= k <= max(int(0.4 * n / 5) + 1, 2) * 5  # at least one span (min_masks), at most the allowed
+        starts = np.flatnonzero(np.diff(np.concatenate([[0], row.astype(int)])) == 1)
+        ends = np.flatnonzero(np.diff(np.concatenate([row.astype(int), [0]])) == -1)
+        assert all(e - s + 1 >= 5 for s, e in zip(starts, ends))  # runs of whole spans
+    fractions = [np.asarray(masks(jax.random.PRNGKey(s), lengths, 100, 0.4, 5, 2))[0].mean() for s in range(20)]
+    assert 0.25 < np.mean(fractions) <= 0.45  # 8-9 spans of 5 in 100 frames, a bit less from overlaps
+    with pytest.raises(ValueError, match="mask_length"):
+        span_mask(jax.random.PRNGKey(0), lengths, 4, 0.4, 5, 2)
+
+
+@pytest.mark.torch
+def test_parameter_counts_match_hf_without_allocation():
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    large = abstract_params(named_config("large_lv60"))
+    assert all(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(large))
+    assert count_params(large) == 315_438_720  # wav2vec2-large-lv60 (incl. masked_spec_embed): 315.44M
+    with torch.device("meta"):
+        hf = transformers.Wav2Vec2Model(transformers.Wav2Vec2Config(
+            hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
+            feat_extract_norm="layer", conv_bias=True, do_stable_layer_norm=True))
+    assert count_params(large) == sum(p.numel() for p in hf.parameters())
+
+
+def test_config_validation_and_conv_spec():
+    with pytest.raises(ValueError, match="feat_extract_norm"):
+        Wav2Vec2Config(feat_extract_norm="batch")
+    with pytest.raises(ValueError, match="conv_dim, conv_stride and conv_kernel"):
+        Wav2Vec2Config(conv_dim=(512,))
+    assert parse_conv_layers("[(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512,2,2)] * 2") == \
+        [(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512, 2, 2)] * 2
+    with pytest.raises(ValueError, match="unsupported"):
+        parse_conv_layers("__import__('os').system('true')")
+    assert named_config("base").feat_extract_output_lengths(16000) == 49

@@ -1,0 +1,245 @@
+"""XMEF (wav2vec 2.0 → length adaptor → mBART decoder): parity with HF `SpeechEncoderDecoderModel` (wav2vec2 with
+`add_adapter=True` + MBart decoder), padding, beam search with the forced language code, conversion, and the
+paper's parameter counts."""
+import json
+import re
+import shutil
+import types
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mlst_jax.convert import load_pretrained
+from mlst_jax.convert.xmef import config_from_hf, load_hf_xmef, save_hf_xmef, xmef_from_pretrained
+from mlst_jax.decode.beam_search import beam_search
+from mlst_jax.models.xmef import XMEF, XMEFConfig, abstract_params, count_params, init_decode_cache, paper_config
+
+TOL = 1e-4
+MAX_DIFFS = {}
+PAD, EOS = 1, 2
+LENGTHS = (1700, 1200, 950)
+ENCODER = dict(num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, conv_dim=(16, 12, 16),
+               conv_stride=(5, 2, 2), conv_kernel=(10, 3, 3), num_conv_pos_embeddings=6,
+               num_conv_pos_embedding_groups=4, add_adapter=True, adapter_kernel_size=3, adapter_stride=2)
+DECODER = dict(vocab_size=57, d_model=32, decoder_layers=2, decoder_attention_heads=4, decoder_ffn_dim=40,
+               max_position_embeddings=24, scale_embedding=True, is_decoder=True, add_cross_attention=True)
+VARIANTS = {
+    # the paper's shape: stable-LN (large) encoder whose width is the decoder's, adaptor convs only; untied head
+    # as in HF's wav2vec2-mbart conversions
+    "stable": (dict(hidden_size=32, output_hidden_size=32, num_adapter_layers=2, feat_extract_norm="layer",
+                    conv_bias=True, do_stable_layer_norm=True), dict(tie_word_embeddings=False)),
+    # base encoder narrower than the decoder: HF's projection + LayerNorm before the convs; tied head
+    "base_proj": (dict(hidden_size=24, output_hidden_size=32, num_adapter_layers=3, feat_extract_norm="group",
+                       do_stable_layer_norm=False), dict(tie_word_embeddings=True)),
+}
+
+
+def record(name, diff):
+    MAX_DIFFS[name] = max(MAX_DIFFS.get(name, 0.0), float(diff))
+    return diff
+
+
+@pytest.fixture(scope="module", autouse=True)
+def report_diffs():
+    yield
+    print("\nmax |diff| vs HF:", {k: f"{v:.2e}" for k, v in sorted(MAX_DIFFS.items())})
+
+
+def perturb(torch, model):
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias"):
+                p.normal_(0.0, 0.1)
+            elif "norm" in name and p.ndim == 1:
+                p.normal_(1.0, 0.2)
+            else:
+                p.normal_(0.0, float(np.prod(p.shape[1:])) ** -0.5)
+    return model.eval()
+
+
+def hf_model(transformers, torch, name, seed=0):
+    enc, dec = VARIANTS[name]
+    config = transformers.SpeechEncoderDecoderConfig.from_encoder_decoder_configs(
+        transformers.Wav2Vec2Config(**ENCODER, **enc), transformers.MBartConfig(**DECODER, **dec))
+    config.decoder_start_token_id, config.pad_token_id, config.eos_token_id = EOS, PAD, EOS
+    torch.manual_seed(seed)
+    return perturb(torch, transformers.SpeechEncoderDecoderModel(config))
+
+
+@pytest.fixture(scope="module", params=sorted(VARIANTS))
+def case(request, tmp_path_factory):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    name = request.param
+    hf = hf_model(transformers, torch, name)
+    path = tmp_path_factory.mktemp(name)
+    hf.save_pretrained(path)
+    config, params = load_hf_xmef(path)
+    rng = np.random.RandomState(0)
+    wav = rng.randn(len(LENGTHS), max(LENGTHS)).astype(np.float32)
+    for i, n in enumerate(LENGTHS):
+        wav[i, n:] = 0.0
+    tgt = rng.randint(3, DECODER["vocab_size"], (len(LENGTHS), 6))
+    tgt[:, 0] = EOS
+    model = XMEF(config)
+
+    def body(m, w, l, t):
+        enc, valid = m.encode(w, l)
+        return valid, m.decode(t, enc, valid)
+
+    run = jax.jit(lambda p, w, l, t: model.apply({"params": p}, w, l, t, method=body))
+    valid, logits = map(np.asarray, run(params, wav, np.array(LENGTHS), tgt))
+    with torch.no_grad():
+        ref = [hf(input_values=torch.from_numpy(wav[i:i + 1, :n]),
+                  decoder_input_ids=torch.from_numpy(tgt[i:i + 1])).logits[0].numpy() for i, n in enumerate(LENGTHS)]
+    return types.SimpleNamespace(name=name, torch=torch, transformers=transformers, hf=hf, path=path, config=config,
+                                 params=params, model=model, wav=wav, tgt=tgt, run=run, valid=valid, logits=logits,
+                                 ref=ref)
+
+
+@pytest.mark.torch
+def test_config_from_hf(case):
+    cfg, hf = case.config, case.hf.config
+    assert cfg.adaptor_layers == hf.encoder.num_adapter_layers
+    assert (cfg.adaptor_kernel_size, cfg.adaptor_stride) == (3, 2)
+    assert cfg.adaptor_proj == (hf.encoder.output_hidden_size != hf.encoder.hidden_size)
+    assert cfg.decoder.tie_word_embeddings == hf.decoder.tie_word_embeddings
+    assert (cfg.decoder_start_token_id, cfg.pad_token_id, cfg.eos_token_id) == (EOS, PAD, EOS)
+    assert XMEFConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+
+@pytest.mark.torch
+def test_lengths_match_hf(case):
+    hf_lengths = case.hf.encoder._get_feat_extract_output_lengths(case.torch.tensor(LENGTHS)).tolist()
+    assert case.valid.sum(1).tolist() == hf_lengths == [case.config.output_lengths(n) for n in LENGTHS]
+    assert [r.shape[0] for r in case.ref] == [case.tgt.shape[1]] * len(LENGTHS)
+
+
+@pytest.mark.torch
+def test_logits_match_hf_per_utterance(case):
+    for i, ref in enumerate(case.ref):
+        assert record(f"{case.name}/logits", np.abs(case.logits[i] - ref).max()) <= TOL
+    assert np.abs(case.ref[0]).max() > 1.0
+
+
+@pytest.mark.torch
+def test_hf_padded_batch(case):
+    """HF on the padded batch agrees on the unpadded row; on padded rows its adaptor (and, for the base encoder, its
+    group norm) sees padding, which ours never does (see mlst_jax.models.xmef)."""
+    torch = case.torch
+    mask = (np.arange(max(LENGTHS))[None] < np.array(LENGTHS)[:, None]).astype(np.int64)
+    with torch.no_grad():
+        padded = case.hf(input_values=torch.from_numpy(case.wav), attention_mask=torch.from_numpy(mask),
+                         decoder_input_ids=torch.from_numpy(case.tgt)).logits.numpy()
+    assert record(f"{case.name}/hf_padded_row0", np.abs(case.logits[0] - padded[0]).max()) <= TOL
+    assert np.abs(case.logits[1:] - padded[1:]).max() > 1e-3
+
+
+@pytest.mark.torch
+def test_outputs_do_not_depend_on_padding_values(case):
+    noisy = case.wav.copy()
+    for i, n in enumerate(LENGTHS):
+        noisy[i, n:] = np.random.RandomState(i).randn(max(LENGTHS) - n) * 3
+    _, logits = case.run(case.params, noisy, np.array(LENGTHS), case.tgt)
+    assert record(f"{case.name}/padding_values", np.abs(np.asarray(logits) - case.logits).max()) <= 1e-5
+
+
+@pytest.mark.torch
+def test_beam_search_forces_the_language_code_like_hf_generate(case):
+    if case.name != "stable":
+        pytest.skip("one variant is enough")
+    torch, cfg, model = case.torch, case.config, case.model
+    k, m, tag = 2, 5, 55
+    gen = case.transformers.GenerationConfig(
+        num_beams=k, max_new_tokens=m, do_sample=False, early_stopping=True, decoder_start_token_id=EOS,
+        forced_bos_token_id=tag, forced_eos_token_id=None, pad_token_id=PAD, eos_token_id=EOS)
+    case.hf.generation_config.forced_eos_token_id = None  # MBart's default would force </s> at max_length
+    with torch.no_grad():
+        hf = [case.hf.generate(input_values=torch.from_numpy(case.wav[i:i + 1, :n]),
+                               generation_config=gen).numpy()[0, 1:] for i, n in enumerate(LENGTHS)]
+
+    @jax.jit
+    def search(params):
+        enc, valid = model.apply({"params": params}, case.wav, np.array(LENGTHS), method=XMEF.encode)
+        kv = model.apply({"params": params}, enc, method=XMEF.precompute_cross_kv)
+        step = lambda tok, cache, i: model.apply({"params": params}, tok, cache, i, kv, valid, method=XMEF.decode_step)
+        b = len(LENGTHS)
+        return beam_search(step, init_decode_cache(cfg, b * k, m + 1), batch_size=b, beam_size=k, max_len=m,
+                           decoder_start_id=cfg.decoder_start_token_id, eos_id=EOS, pad_id=PAD,
+                           prefix=jnp.full((b, 1), tag), max_steps=m, hf_compat=True)
+
+    ours = np.asarray(search(case.params).tokens)[:, 0]
+    for row, ref in zip(ours, hf):
+        assert row[0] == tag
+        np.testing.assert_array_equal(row[:len(ref)], ref)
+
+
+@pytest.mark.torch
+def test_export_round_trip(case, tmp_path):
+    save_hf_xmef(tmp_path, case.config, case.params)
+    hf, info = case.transformers.SpeechEncoderDecoderModel.from_pretrained(tmp_path, output_loading_info=True)
+    assert not any(info.get(k) for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
+    state = hf.state_dict()
+    for name, p in case.hf.state_dict().items():
+        np.testing.assert_array_equal(state[name].numpy(), p.numpy(), err_msg=name)
+    model, kind, config, params = load_pretrained(tmp_path)
+    assert (model, kind, config) == ("xmef", "hf", case.config)
+
+
+@pytest.mark.torch
+def test_key_errors_name_the_key(case, tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    state = load_file(case.path / "model.safetensors")
+    key = "encoder.adapter.layers.1.conv.weight"
+    del state[key]
+    state["decoder.model.decoder.layers.0.extra.bias"] = np.zeros(3, np.float32)
+    save_file(state, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
+    shutil.copy(case.path / "config.json", tmp_path / "config.json")
+    with pytest.raises(ValueError, match=re.escape(key)) as err:
+        load_hf_xmef(tmp_path)
+    assert "decoder.model.decoder.layers.0.extra.bias" in str(err.value)
+
+
+@pytest.mark.torch
+def test_assembled_from_pretrained_parts(case):
+    """XMEF from a wav2vec 2.0 encoder and an MBartForConditionalGeneration-style tree (shared embedding)."""
+    if case.name != "base_proj":
+        pytest.skip("one variant is enough")
+    cfg, p = case.config, case.params
+    dec = dict(p["decoder"])
+    mbart = {"decoder": dec, "encoder": {}}
+    if cfg.decoder.tie_word_embeddings:
+        mbart["shared"] = dec.pop("embed_tokens")
+    kw = dict(adaptor_layers=cfg.adaptor_layers, adaptor_proj=cfg.adaptor_proj)
+    config, params = xmef_from_pretrained((cfg.encoder, p["encoder"]), (cfg.decoder, mbart), p["adaptor"], **kw)
+    assert config == cfg
+    jax.tree.map(np.testing.assert_array_equal, params, p)
+    _, fresh = xmef_from_pretrained((cfg.encoder, p["encoder"]), (cfg.decoder, mbart), seed=1, **kw)
+    assert jax.tree.map(np.shape, fresh["adaptor"]) == jax.tree.map(np.shape, p["adaptor"])
+    with pytest.raises(ValueError, match="do not fit"):
+        xmef_from_pretrained((cfg.encoder, p["encoder"]), (cfg.decoder, mbart), p["adaptor"],
+                             **{**kw, "adaptor_layers": cfg.adaptor_layers + 1})
+
+
+def test_hf_configs_we_cannot_represent_are_refused():
+    enc = {"model_type": "wav2vec2", "hidden_size": 32, "output_hidden_size": 16, "add_adapter": True,
+           "adapter_kernel_size": 3}
+    d = {"model_type": "speech-encoder-decoder", "encoder": enc, "decoder": {"model_type": "mbart", "d_model": 32}}
+    with pytest.raises(ValueError, match="enc_to_dec_proj"):
+        config_from_hf(d)
+    with pytest.raises(ValueError, match="adapter_kernel_size=5"):
+        config_from_hf({**d, "encoder": {**enc, "adapter_kernel_size": 5}})
+    with pytest.raises(ValueError, match="'wav2vec2'/'mbart'"):
+        config_from_hf({**d, "decoder": {"model_type": "bart"}})
+
+
+def test_paper_config_has_793m_parameters_without_allocation():
+    params = abstract_params(paper_config())
+    assert all(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(params))
+    sizes = {k: count_params(v) for k, v in params.items()}
+    assert sizes == {"encoder": 315_438_720, "adaptor": 18_880_512, "decoder": 458_670_080}
+    assert count_params(params) == 792_989_312  # the paper's "793.0M"
+    assert paper_config().output_lengths(16000 * 5) == 32  # 5 s: 249 wav2vec2 frames → 125 → 63 → 32

@@ -1,0 +1,40 @@
+"""End-to-end training fixtures: a tiny en->de,es corpus prepared once per session, and subprocess runs of
+`python -m mlst_jax.main` on it (1 CPU device each, sharing a persistent compilation cache so that only the
+first run compiles)."""
+import os
+
+import pytest
+
+from train_runs import RUN_FIELDS, SYNTH_TINY, TinyData, config_args, finish, params_at, start_main
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> TinyData:
+    """16/4/4 utterances per direction, TFDS prepared, vocabulary trained."""
+    from mlst_jax.data.synthetic.corpus import synthesize_corpus
+    from mlst_jax.train import trainer
+    from mlst_jax.train.cli_train import load_config
+
+    root, data_dir, work = (tmp_path_factory.mktemp(n) for n in ("tiny_corpus", "tiny_tfds", "tiny_vocab"))
+    synthesize_corpus(root, (16, 4, 4), workers=1, progress=False)
+    data = TinyData(root, data_dir, work / "vocab" / "spm.model")
+    c = load_config(str(SYNTH_TINY), config_args(data, {"data.vocab": ""})[1:])
+    trainer.data_sources(c, "train")  # builds every split
+    trainer.load_vocab(c, work)
+    return data
+
+
+@pytest.fixture(scope="session")
+def subprocess_env(tmp_path_factory) -> dict:
+    cache = tmp_path_factory.mktemp("jax_cache")
+    return {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1", "JAX_PLATFORMS": "cpu",
+            "JAX_COMPILATION_CACHE_DIR": str(cache), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+            "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+
+
+@pytest.fixture(scope="session")
+def reference_run(tiny_data, subprocess_env, tmp_path_factory):
+    """An uninterrupted 16-step run (checkpoints every 4 steps): (workdir, result, final params)."""
+    workdir = tmp_path_factory.mktemp("reference") / "run"
+    result = finish(start_main(config_args(tiny_data, RUN_FIELDS), workdir, subprocess_env), workdir)
+    return workdir, result, params_at(workdir, RUN_FIELDS["train.max_updates"])

@@ -1,0 +1,103 @@
+"""`mlst compile|evaluate|average` and the experiment config files."""
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from mlst_jax import cli
+from mlst_jax.train import config as cfglib
+from mlst_jax.train.cli_train import load_config
+from train_runs import ROOT, RUN_FIELDS, SYNTH_TINY, config_args
+
+CONFIGS = ROOT / "configs"
+
+
+def run_cli(capsys, *argv) -> tuple[int, dict | None, str]:
+    rc = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return rc, json.loads(out) if rc == 0 else None, err
+
+
+def test_compile_reports_memory_and_flops_without_allocating(capsys):
+    live = len(jax.live_arrays())
+    rc, report, err = run_cli(capsys, "compile", "--config", SYNTH_TINY, "--mesh", "data=2,fsdp=2,tensor=2",
+                              "--frames", "256")
+    assert rc == 0, err
+    assert len(jax.live_arrays()) == live  # abstract state: no parameters or batches were created
+    assert report["mesh"] == {"data": 2, "fsdp": 2, "tensor": 2} and report["devices"] == 8
+    assert report["params"] > 0 and report["state_bytes"] > 3 * 4 * report["params"]  # params + 2 Adam moments
+    (shape,) = report["shapes"]
+    assert shape["features"] == [3, 8, 256, 80] and shape["tokens"] == [3, 8, 64]  # [langs, rows, ...]
+    mem = shape["memory"]
+    assert min(mem["argument_bytes"], mem["output_bytes"], mem["temp_bytes"]) > 0
+    assert mem["peak_bytes"] == mem["argument_bytes"] + mem["output_bytes"] - mem["alias_bytes"] + mem["temp_bytes"]
+    # per device: fsdp x tensor shard the 12-byte-per-parameter state 4 ways, the rest is replicated
+    assert mem["argument_bytes"] < report["state_bytes"] / 2
+    assert shape["flops_per_device"] > 0 and shape["flops"] == 8 * shape["flops_per_device"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--mesh", "data=3"], "mesh data=3 × fsdp=1 × tensor=1 = 3 devices, but 8 are available"),
+    (["--mesh", "data=2,fsdp=2,tensor=2,pipe=2"], "'pipe=2' is not AXIS=SIZE"),
+    (["--mesh", "data=8"], "max_frames_per_batch=6144 cannot hold one utterance of 512 frames"),
+    (["--frames", "100"], "frames [100] are not frame buckets"),
+    (["--tokens", "65"], "tokens=65 must be in [1, max_tokens=64]"),
+    (["--config.sharing.strategy=grad@0.5"], "budget below 1"),
+    (["--config.optim.learning_rate=1"], "no config field 'optim.learning_rate'"),
+    (["--config.train.max_updates=many"], "--config.train.max_updates=many"),
+    (["--bogus"], "unrecognized arguments ['--bogus']"),
+])
+def test_compile_errors_are_clear(capsys, args, message):
+    rc, _, err = run_cli(capsys, "compile", "--config", SYNTH_TINY, *args)
+    assert rc == 2 and message in err, err
+
+
+def test_config_files_validate():
+    for path in sorted(CONFIGS.glob("*.py")):
+        specs = [f"{path}:{lang}" for lang in cfglib.MUSTC_LANGS] if path.name == "mustc_bilingual.py" else [path]
+        for spec in specs:
+            cfglib.validate(load_config(str(spec)), device_count=8, check_paths=False)
+
+    m = load_config(str(CONFIGS / "mustc_multilingual_m.py"))
+    model = cfglib.model_config(m)
+    assert (m.model.arch, model.vocab_size, model.tie_word_embeddings, model.dropout) == \
+        ("s2t_transformer_m", 10000, False, 0.15)
+    assert (m.optim.lr, m.optim.schedule, m.optim.warmup_updates, m.optim.label_smoothing, m.optim.clip_norm) == \
+        (2e-3, "inverse_sqrt", 10000, 0.1, 10.0)
+    assert (m.data.max_frames_per_batch, m.optim.grad_accum, m.data.specaugment, m.data.cmvn) == \
+        (40000, 8, "ld", "utterance")
+    assert tuple(m.data.tgt_langs) == cfglib.MUSTC_LANGS and m.sharing.strategy == "multilingual"
+
+    b = load_config(f"{CONFIGS / 'mustc_bilingual.py'}:ru")
+    assert (b.model.arch, b.model.vocab_size, tuple(b.data.tgt_langs), b.data.specaugment) == \
+        ("s2t_transformer_s", 8000, ("ru",), "lb")
+
+
+@pytest.mark.parametrize("arg,message", [
+    (":xx", "unknown target language 'xx'; pass one of de, es, fr, it, nl, pt, ro, ru"),
+    ("", "no target language"),
+])
+def test_bilingual_needs_a_known_language(capsys, arg, message):
+    rc, _, err = run_cli(capsys, "compile", "--config", f"{CONFIGS / 'mustc_bilingual.py'}{arg}")
+    assert rc == 2 and message in err, err
+
+
+def test_evaluate_and_average(reference_run, tiny_data, tmp_path, capsys):
+    from mlst_jax.train.trainer import average_checkpoints
+    from mlst_jax.translator import Translator
+
+    workdir = reference_run[0]
+    rc, scores, err = run_cli(capsys, "evaluate", *config_args(tiny_data, RUN_FIELDS), "--workdir", workdir,
+                              "--split", "tst-COMMON")
+    assert rc == 0, err
+    assert set(scores) == {"de", "es", "avg"} and all(np.isfinite(v) for v in scores.values())
+
+    rc, done, err = run_cli(capsys, "average", "--workdir", workdir, "--last", "2", "--out", tmp_path / "model")
+    assert rc == 0, err
+    assert done == {"steps": [12, 16], "out": [str(tmp_path / "model")]}
+    exported = Translator.from_pretrained(tmp_path / "model")
+    assert exported.vocab is not None and len(exported.vocab) == exported.config.vocab_size
+    expected = average_checkpoints(workdir, 2)
+    for x, y in zip(jax.tree.leaves(expected), jax.tree.leaves(exported.params), strict=True):
+        np.testing.assert_array_equal(x, np.asarray(y))
