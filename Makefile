@@ -26,6 +26,10 @@ bench: venv
 	$(BIN)/python -m bench.fbank_speed
 	$(BIN)/python -m bench.beam_search_speed
 	$(BIN)/python -m bench.train_step_speed
+	$(BIN)/python -m bench.pipeline_speed
+	$(BIN)/python -m bench.sharing_step_speed
+	$(BIN)/python -m bench.task_grad_speed
+	$(BIN)/python -m bench.wav2vec2_speed
 
 clean:
 	rm -rf $(VENV) workdir

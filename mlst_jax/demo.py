@@ -1,162 +1,217 @@
-"""End-to-end demo: espeak-ng speech → Kaldi fbank → a tiny S2T Transformer trained En→{de,fr} → export and
-reload → beam search with the forced language tag → sacreBLEU on a voice held out from training.
+"""The main job: a miniature Table 1 of seed 000 (parameter sharing in one-to-many ST) on the synthetic corpus.
 
-    python -m mlst_jax.demo --workdir workdir/demo      (what `make demo` runs; ~2 minutes on 2 CPU cores)
+    python -m mlst_jax.demo --workdir workdir/demo      (what `make demo` runs)
 
-Writes `<workdir>/model/` (an exported model `mlst translate` accepts) and `<workdir>/report.md`.
+Stages (each prints its progress; the stage runs land in `<workdir>/runs/<system>/`):
+ 1. the synthetic corpus, `demo` size, MuST-C layout, En -> 8 languages (`<workdir>/corpus`);
+ 2. the fully shared multilingual model (`configs/synth_demo.py`);
+ 3. from it, each for the same number of extra steps: jointly fine-tuning (the shared model trained on),
+    heuristic `enc` (language-specific decoders), `random@2.0`, and `grad@2.0` (task gradients on the
+    multi-way aligned dev set, the least similar units split up to twice the shared size; parameters and
+    Adam moments split), plus `bilingual` with `--bilingual`;
+ 4. sacreBLEU per language on the test split with beam search, for every system;
+ 5. `<workdir>/report.md`: the Table-1-style table (#params, multiple, BLEU per language, average), the
+    layer-wise and language-pair gradient similarity figures (Fig. 2 and 3) and the quadruplets CSV.
+Same seed, same machine: same numbers.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import logging
+import shutil
 import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
-import numpy as np
-import optax
-from tqdm import tqdm
 
-from mlst_jax.audio import fbank, utterance_cmvn
-from mlst_jax.data.synthetic.tts import synthesize_16k
-from mlst_jax.data.vocab import EOS_ID, PAD_ID, train_vocab
-from mlst_jax.evaluate import score_by_language
-from mlst_jax.models.s2t_transformer import S2TConfig, S2TTransformer
-from mlst_jax.train.losses import label_smoothed_nll
-from mlst_jax.translator import Translator
+from mlst_jax.sharing import SharingPlan, base_shapes
+from mlst_jax.sharing.training import differentiate, load_source
+from mlst_jax.train.cli_train import load_config
 
-SENTENCES = [  # (en, de, fr)
-    ("the cat is black", "die Katze ist schwarz", "le chat est noir"),
-    ("the dog is small", "der Hund ist klein", "le chien est petit"),
-    ("the house is big", "das Haus ist groß", "la maison est grande"),
-    ("I see the cat", "ich sehe die Katze", "je vois le chat"),
-    ("I see the dog", "ich sehe den Hund", "je vois le chien"),
-    ("we have a house", "wir haben ein Haus", "nous avons une maison"),
-    ("the car is red", "das Auto ist rot", "la voiture est rouge"),
-    ("she reads a book", "sie liest ein Buch", "elle lit un livre"),
-    ("he drinks water", "er trinkt Wasser", "il boit de l'eau"),
-    ("the book is new", "das Buch ist neu", "le livre est nouveau"),
-    ("we see the car", "wir sehen das Auto", "nous voyons la voiture"),
-    ("the water is cold", "das Wasser ist kalt", "l'eau est froide"),
-    ("they have a dog", "sie haben einen Hund", "ils ont un chien"),
-    ("the man is tall", "der Mann ist groß", "l'homme est grand"),
-    ("the woman reads", "die Frau liest", "la femme lit"),
-    ("I have two cats", "ich habe zwei Katzen", "j'ai deux chats"),
-]
-LANGS = ("de", "fr")
-TRAIN_VOICES = (("m1", 160, 45), ("f2", 175, 60), ("m3", 190, 50), ("f4", 150, 55))
-TEST_VOICE = ("m2", 170, 52)
-FRAMES = 256
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "synth_demo.py"
+SYSTEMS = ("multilingual", "joint_ft", "enc", "random@2.0", "grad@2.0")
 
 
-def tiny_config(vocab_size: int) -> S2TConfig:
-    return S2TConfig(vocab_size=vocab_size, d_model=96, encoder_layers=3, encoder_ffn_dim=256,
-                     encoder_attention_heads=4, decoder_layers=2, decoder_ffn_dim=256, decoder_attention_heads=4,
-                     conv_channels=128, dropout=0.1, attention_dropout=0.0, activation_dropout=0.1,
-                     tie_word_embeddings=True)
+def _say(msg: str) -> None:
+    print(f"[demo {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def features(voice) -> list[np.ndarray]:
-    variant, rate, pitch = voice
-    return [utterance_cmvn(fbank(synthesize_16k(en, "en", variant, rate, pitch)[0], 16000)) for en, *_ in SENTENCES]
+def _config(config: str, corpus: Path, workdir: Path, steps: int, shared_vocab: bool = True, **sharing):
+    c = load_config(config)
+    c.data.manual_dir, c.data.data_dir = str(corpus), str(workdir / "tfds")
+    c.data.vocab = str(workdir / "runs" / "multilingual" / "vocab" / "spm.model") if shared_vocab else ""
+    c.train.max_updates = steps
+    c.sharing.update(sharing)
+    return c
 
 
-def build_examples(feats: list[np.ndarray], vocab) -> dict[str, np.ndarray]:
-    """Every utterance once per target language: padded features, decoder inputs, targets, loss weights."""
-    rows = [(f, vocab.encode(SENTENCES[i % len(SENTENCES)][1 + j], lang)) for j, lang in enumerate(LANGS) for i, f in enumerate(feats)]
-    u = max(len(t) for _, t in rows)
-    out = {"feats": np.zeros((len(rows), FRAMES, 80), np.float32), "lens": np.zeros(len(rows), np.int32),
-           "dec_in": np.full((len(rows), u), PAD_ID, np.int32), "tgt": np.full((len(rows), u), PAD_ID, np.int32),
-           "w": np.zeros((len(rows), u), np.float32)}
-    for r, (f, t) in enumerate(rows):
-        n = min(len(f), FRAMES)
-        out["feats"][r, :n], out["lens"][r] = f[:n], n
-        out["tgt"][r, : len(t)] = t
-        out["dec_in"][r, : len(t)] = [EOS_ID] + t[:-1]
-        out["w"][r, 1: len(t)] = 1.0  # position 0 is the language tag: not scored
-    return out
+def _size(run: Path, langs) -> tuple[int, int]:
+    src = load_source(run, langs)
+    base = base_shapes(src.params, src.plan)
+    src.ckpt.close()
+    return src.plan.num_params(base), SharingPlan.shared(base, langs).num_params(base)
 
 
-def train(cfg: S2TConfig, data: dict[str, np.ndarray], steps: int, batch: int, seed: int):
-    model = S2TTransformer(cfg)
-    key = jax.random.PRNGKey(seed)
-    params = model.init(key, data["feats"][:1], data["lens"][:1], data["dec_in"][:1])["params"]
-    schedule = optax.warmup_cosine_decay_schedule(0.0, 3e-3, steps // 10, steps, 1e-4)
-    tx = optax.chain(optax.clip_by_global_norm(10.0), optax.adam(schedule))
-    opt_state = tx.init(params)
+def run_demo(workdir: str | Path, *, bilingual: bool = False, corpus: str | Path | None = None,
+             config: str | Path = CONFIG, size: str = "demo") -> Path:
+    """Runs every stage into `workdir` (`config`: the shared model's experiment config; `size`: the synthetic
+    corpus size); returns the report's path."""
+    from mlst_jax.data.synthetic.corpus import synthesize_corpus
+    from mlst_jax.sharing.analysis import write_analysis
+    from mlst_jax.sharing.gradients import read_quadruplets_csv
+    from mlst_jax.train.trainer import evaluate, train_and_evaluate
 
-    @jax.jit
-    def step(params, opt_state, b, rng):
-        def loss_fn(p):
-            logits = model.apply({"params": p}, b["feats"], b["lens"], b["dec_in"], deterministic=False,
-                                 rngs={"dropout": rng})
-            loss, nll = label_smoothed_nll(logits, b["tgt"], b["w"], 0.1)
-            return loss / b["w"].sum(), nll / b["w"].sum()
+    t_start = time.perf_counter()
+    workdir = Path(workdir).absolute()
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = str(config)
+    base_cfg = load_config(config)
+    langs = tuple(base_cfg.data.tgt_langs)
+    shared_steps = base_cfg.train.max_updates
+    extra = base_cfg.get("demo", {}).get("extra_steps", 0) or max(1, shared_steps // 4)
+    timings: dict[str, float] = {}
 
-        (loss, nll), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, nll
+    # -- 1. corpus --------------------------------------------------------------------------------------
+    corpus = Path(corpus) if corpus else workdir / "corpus"
+    if not (corpus / "mustc").is_dir():
+        _say(f"1/5 synthesizing the demo corpus into {corpus} (espeak-ng speech, En -> {', '.join(langs)})")
+        t = time.perf_counter()
+        synthesize_corpus(corpus, size, layouts=("mustc",), progress=True)
+        timings["corpus"] = time.perf_counter() - t
+    else:
+        _say(f"1/5 reusing the corpus in {corpus}")
 
-    rng = np.random.default_rng(seed)
-    bar = tqdm(range(steps), desc="train", unit="step")
-    for i in bar:
-        idx = rng.choice(len(data["lens"]), batch, replace=False)
-        params, opt_state, nll = step(params, opt_state, {k: v[idx] for k, v in data.items()},
-                                      jax.random.fold_in(key, i))
-        if i % 20 == 0 or i == steps - 1:
-            bar.set_postfix(nll=f"{float(nll):.3f}")
-    return params
+    # -- 2. the shared model ----------------------------------------------------------------------------
+    runs = workdir / "runs"
+    shared = runs / "multilingual"
+    _say(f"2/5 training the fully shared multilingual model ({shared_steps} steps) in {shared}")
+    t = time.perf_counter()
+    train_and_evaluate(_config(config, corpus, workdir, shared_steps, shared_vocab=False), shared)
+    timings["multilingual"] = time.perf_counter() - t
+
+    # -- 3. from the shared model -----------------------------------------------------------------------
+    total = shared_steps + extra
+    systems = [s for s in SYSTEMS if s != "multilingual"] + (["bilingual"] if bilingual else [])
+    for i, name in enumerate(systems):
+        run = runs / name.replace("@", "_")
+        t = time.perf_counter()
+        if name == "grad@2.0":
+            diff = runs / "grad_2.0_init"
+            if not (diff / "checkpoints").is_dir():
+                _say(f"3/5 [{name}] task gradients on the multi-way dev set, differentiation up to 2.0x")
+                differentiate(shared, diff, 2.0)
+            init, strategy = diff, name
+        else:
+            init, strategy = shared, "multilingual" if name == "joint_ft" else name
+        _say(f"3/5 [{i + 1}/{len(systems)}] {name}: {extra} more steps from the shared model")
+        train_and_evaluate(_config(config, corpus, workdir, total, strategy=strategy, init=str(init)), run)
+        timings[name] = time.perf_counter() - t
+
+    # -- 4. test BLEU -----------------------------------------------------------------------------------
+    rows = []
+    for name in ("multilingual",) + tuple(systems):
+        run = runs / name.replace("@", "_")
+        _say(f"4/5 test BLEU of {name}")
+        t = time.perf_counter()
+        c = _config(config, corpus, workdir, total)
+        bleu = evaluate(c, run)
+        timings[f"eval {name}"] = time.perf_counter() - t
+        n, n_shared = _size(run, langs)
+        rows.append({"system": name, "params": n, "multiple": n / n_shared, **bleu})
+        _say(f"    {name}: avg BLEU {bleu['avg']:.1f} ({', '.join(f'{l} {bleu[l]:.1f}' for l in langs)})")
+
+    # -- 5. analyses and report -------------------------------------------------------------------------
+    _say("5/5 similarity analyses and the report")
+    analysis = workdir / "analysis"
+    quads_csv = runs / "grad_2.0_init" / "analysis" / "quadruplets.csv"
+    analysis.mkdir(exist_ok=True)
+    shutil.copy(quads_csv, analysis / "quadruplets.csv")
+    result = write_analysis(analysis, read_quadruplets_csv(quads_csv), langs)
+    timings["total"] = time.perf_counter() - t_start
+    report = workdir / "report.md"
+    report.write_text(_report(rows, langs, result, timings, shared_steps, extra))
+    (workdir / "results.json").write_text(json.dumps({"rows": rows, "timings": timings}, indent=1))
+    _say(f"done in {timings['total'] / 60:.1f} min")
+    print(f"report: {report}")
+    return report
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def _verdict(rows: list[dict]) -> str:
+    by = {r["system"]: r for r in rows}
+    g, r, e = by["grad@2.0"], by["random@2.0"], by["enc"]
+    lines = []
+    for other in (r, e):
+        verb = "beat" if g["avg"] > other["avg"] else "did not beat"
+        lines.append(f"grad@2.0 ({g['multiple']:.2f}x, avg BLEU {g['avg']:.2f}) {verb} {other['system']} "
+                     f"({other['multiple']:.2f}x, avg BLEU {other['avg']:.2f}) on this run.")
+    return " ".join(lines)
+
+
+def _capped(row: dict) -> str:
+    """A mark for a budget the model cannot reach (every splittable unit already split)."""
+    name = row["system"]
+    if "@" in name and row["multiple"] < float(name.split("@")[1]) - 0.01:
+        return " (cap)"
+    return ""
+
+
+def _report(rows, langs, analysis, timings, shared_steps, extra) -> str:
+    head = "| system | #params | multiple | " + " | ".join(langs) + " | avg |"
+    sep = "|" + "---|" * (4 + len(langs))
+    body = [f"| {r['system']} | {r['params'] / 1e6:.2f}M | {r['multiple']:.2f}x{_capped(r)} | "
+            + " | ".join(f"{r[l]:.2f}" for l in langs) + f" | {r['avg']:.2f} |" for r in rows]
+    layers = "\n".join(f"| {l.layer} | {l.mean:.4f} | {l.count} |" for l in analysis["layers"])
+    times = "\n".join(f"| {k} | {v / 60:.1f} min |" for k, v in timings.items())
+    return f"""# Miniature Table 1 (seed 000) on the synthetic corpus
+
+Fully shared model: {shared_steps} steps; every other system: {extra} more steps from it.
+Test split, sacreBLEU (13a) with beam search; parameters counted over the stored copies. "(cap)": the
+budget is above what splitting every decoder-layer unit per language reaches for this model size.
+
+{head}
+{sep}
+{chr(10).join(body)}
+
+**Verdict.** {_verdict(rows)}
+
+## Gradient similarity (grad@2.0's task gradients of the shared model on the multi-way dev set)
+
+Mean cosine similarity per decoder layer (Fig. 2):
+
+| layer | mean similarity | pairs |
+|---|---|---|
+{layers}
+
+![layer similarity](analysis/layer_similarity.png)
+
+Language x language similarity averaged over layers (Fig. 3):
+
+![language similarity](analysis/language_similarity.png)
+
+Quadruplets (unit, copy, lang_j, lang_k, cosine): `analysis/quadruplets.csv`.
+
+## Time
+
+| stage | wall |
+|---|---|
+{times}
+"""
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--workdir", default="workdir/demo")
-    ap.add_argument("--steps", type=int, default=600)
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--corpus", help="an existing synthetic corpus (default: <workdir>/corpus, made if missing)")
+    ap.add_argument("--bilingual", action="store_true", help="also train the bilingual system")
+    ap.add_argument("--config", default=str(CONFIG), help="the shared model's experiment config")
+    ap.add_argument("--size", default="demo", help="synthetic corpus size when it is made (tiny, demo, large)")
     args = ap.parse_args(argv)
-    work = Path(args.workdir)
-    work.mkdir(parents=True, exist_ok=True)
-    t0 = time.time()
-
-    print(f"[1/4] synthesizing {len(SENTENCES)} sentences × {len(TRAIN_VOICES) + 1} voices with espeak-ng", flush=True)
-    train_feats = [f for v in tqdm(TRAIN_VOICES, desc="voices") for f in features(v)]
-    test_feats = features(TEST_VOICE)
-    vocab = train_vocab([s[1 + j] for s in SENTENCES for j in range(len(LANGS))] * 4, work / "spm", 120, LANGS)
-    cfg = tiny_config(len(vocab))
-
-    print(f"[2/4] training a {cfg.d_model}-dim S2T Transformer on {len(train_feats) * len(LANGS)} examples", flush=True)
-    params = train(cfg, build_examples(train_feats, vocab), args.steps, args.batch, args.seed)
-
-    print("[3/4] exporting, reloading and decoding (beam 5) the held-out voice", flush=True)
-    Translator(cfg, params, vocab).save(work / "model")
-    translator = Translator.from_pretrained(work / "model")
-    batch = np.zeros((len(test_feats), max(map(len, test_feats)), 80), np.float32)
-    for i, f in enumerate(test_feats):
-        batch[i, : len(f)] = f
-    lens = np.array([len(f) for f in test_feats])
-    results, samples = {}, {}
-    for j, lang in enumerate(LANGS):
-        hyps = [vocab.decode(ids) for ids in translator.generate(batch, lens, lang, beam_size=5)]
-        results[lang] = (hyps, [s[1 + j] for s in SENTENCES])
-        samples[lang] = list(zip([s[0] for s in SENTENCES[:3]], hyps[:3]))
-    scores = score_by_language(results)
-
-    print("[4/4] report", flush=True)
-    lines = ["# mlst_jax demo", "", f"Tiny S2T Transformer ({sum(x.size for x in jax.tree.leaves(params)):,} "
-             f"parameters), {args.steps} steps, evaluated on a voice not seen in training.", "",
-             "| target | BLEU | chrF |", "|---|---|---|"]
-    lines += [f"| {lang} | {scores[lang]['bleu']:.1f} | {scores[lang]['chrf']:.1f} |" for lang in LANGS]
-    lines += [f"| avg | {scores['avg']['bleu']:.1f} | |", "", "Samples:", ""]
-    lines += [f"- [{lang}] {src!r} → {hyp!r}" for lang in LANGS for src, hyp in samples[lang]]
-    lines += ["", f"Total time: {time.time() - t0:.0f} s."]
-    (work / "report.md").write_text("\n".join(lines) + "\n")
-    (work / "scores.json").write_text(json.dumps(scores, indent=1))
-    print("\n".join(lines[4:]))
-    print(f"\nreport: {work / 'report.md'}\nmodel:  {work / 'model'} (try: mlst translate --checkpoint "
-          f"{work / 'model'} --tgt-lang de some.wav)")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    jax.config.update("jax_default_matmul_precision", "default")
+    run_demo(args.workdir, bilingual=args.bilingual, corpus=args.corpus, config=args.config, size=args.size)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

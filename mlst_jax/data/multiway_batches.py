@@ -146,7 +146,7 @@ def _fbank_cpu(waves: np.ndarray, n_samples: np.ndarray) -> tuple[np.ndarray, np
     rows = np.zeros((FBANK_ROWS, waves.shape[1]), np.float32)
     counts = np.zeros(FBANK_ROWS, np.int32)
     rows[: len(waves)], counts[: len(waves)] = waves, n_samples
-    with jax.default_device(jax.devices("cpu")[0]):
+    with jax.default_device(jax.local_devices(backend="cpu")[0]):  # process-local in multi-process runs
         feats, n = fbank_batch(rows, counts)
         return np.asarray(feats)[: len(waves)], np.asarray(n)[: len(waves)]
 

@@ -1,4 +1,5 @@
-"""`mlst params` (model size of a sharing strategy, without allocating weights) and `mlst differentiate`."""
+"""`mlst params` (model size of a sharing strategy, or trained parameters of a finetuning variant, without allocating
+weights) and `mlst differentiate`."""
 from __future__ import annotations
 
 import argparse
@@ -12,8 +13,15 @@ def _params(args) -> int:
     from mlst_jax.sharing.plan import SharingPlan
     from mlst_jax.sharing.strategies import differentiable_units, make_plan, parse_strategy
     from mlst_jax.train import config as cfglib
+    from mlst_jax.train.cli_train import load_config
 
-    c = cfglib.load_config_file(args.config)
+    c = load_config(args.config)
+    if getattr(args, "finetune", None) or c.model.get("family", "s2t") == "xmef":
+        from mlst_jax.xmef.config import finetune_report, format_report
+
+        report = {"config": args.config, **finetune_report(c, args.finetune)}
+        print(json.dumps(report) if args.json else format_report(report))
+        return 0
     strategy = args.strategy or c.sharing.strategy
     kind = parse_strategy(strategy)[0]
     langs = tuple(c.data.tgt_langs)
@@ -66,6 +74,8 @@ def add_sharing_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--strategy", help="multilingual, bilingual, enc[+part], random@X or grad@X "
                                       "(default: the config's sharing.strategy)")
     p.add_argument("--seed", type=int, default=0, help="random@X seed")
+    p.add_argument("--finetune", help="trained vs total parameters of a finetuning variant (mlst_jax.finetune.lna; "
+                                      "default for XMEF configs: finetune.trainable)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_params)
 

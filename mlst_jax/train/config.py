@@ -144,17 +144,3 @@ def validate(c: ml_collections.ConfigDict, device_count: int | None = None, chec
     if device_count is not None:
         resolve_mesh(c, device_count)
 
-
-def load_config_file(spec: str) -> ml_collections.ConfigDict:
-    """`get_config()` of an experiment file; `path.py:arg` passes `arg` to `get_config(arg)`."""
-    import importlib.util
-
-    path, _, arg = spec.partition(":")
-    if not Path(path).is_file():
-        raise ValueError(f"config file {path!r} does not exist")
-    module_spec = importlib.util.spec_from_file_location(Path(path).stem, path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    if not hasattr(module, "get_config"):
-        raise ValueError(f"{path} has no get_config()")
-    return module.get_config(arg) if arg else module.get_config()

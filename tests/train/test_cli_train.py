@@ -54,10 +54,9 @@ def test_compile_errors_are_clear(capsys, args, message):
 
 
 def test_config_files_validate():
-    for path in sorted(CONFIGS.glob("*.py")):
-        specs = [f"{path}:{lang}" for lang in cfglib.MUSTC_LANGS] if path.name == "mustc_bilingual.py" else [path]
-        for spec in specs:
-            cfglib.validate(load_config(str(spec)), device_count=8, check_paths=False)
+    specs = ["synth_tiny.py", "mustc_multilingual_m.py"] + [f"mustc_bilingual.py:{l}" for l in cfglib.MUSTC_LANGS]
+    for spec in specs:
+        cfglib.validate(load_config(str(CONFIGS / spec)), device_count=8, check_paths=False)
 
     m = load_config(str(CONFIGS / "mustc_multilingual_m.py"))
     model = cfglib.model_config(m)

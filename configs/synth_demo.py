@@ -1,0 +1,47 @@
+"""DRAFT (being tuned)."""
+from mlst_jax.train.config import MUSTC_LANGS, base_config
+
+
+def get_config():
+    """The synth_demo experiment config."""
+    c = base_config()
+    c.model.arch = "s2t_transformer_s"
+    c.model.overrides.d_model = 256
+    c.model.overrides.encoder_layers = 3
+    c.model.overrides.decoder_layers = 2
+    c.model.overrides.encoder_ffn_dim = 1024
+    c.model.overrides.decoder_ffn_dim = 1024
+    c.model.overrides.encoder_attention_heads = 4
+    c.model.overrides.decoder_attention_heads = 4
+    c.model.overrides.conv_channels = 256
+    c.model.overrides.dropout = 0.1
+    c.model.overrides.max_target_positions = 64
+    c.model.vocab_size = 4000
+
+    c.data.dataset = "synthetic"
+    c.data.tgt_langs = MUSTC_LANGS
+    c.data.max_frames = 512
+    c.data.frame_buckets = (256, 512)
+    c.data.token_buckets = (32,)
+    c.data.max_frames_per_batch = 8192
+    c.data.specaugment = ""
+
+    c.optim.lr = 2e-3
+    c.optim.schedule = "cosine"
+    c.optim.warmup_updates = 150
+    c.optim.min_lr = 1e-5
+    c.optim.grad_accum = 1
+    c.optim.label_smoothing = 0.1
+
+    c.train.max_updates = 600
+    c.train.log_every = 25
+    c.train.eval_every = 100000
+    c.train.checkpoint_every = 100
+    c.train.keep_checkpoints = 3
+    c.train.average_last = 3
+
+    c.eval.beam = 4
+    c.eval.max_len_b = 32
+    c.eval.batch_size = 32
+    c.eval.max_examples = 0
+    return c
