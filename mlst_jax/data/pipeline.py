@@ -254,8 +254,8 @@ def _rows(cfg: PipelineConfig, frames: int, n_groups: int, num_devices: int) -> 
     if rows == 0:
         what = f"{n_groups} language groups x {num_devices} devices" if cfg.stratify else f"{num_devices} devices"
         raise ValueError(f"max_frames_per_batch={cfg.max_frames_per_batch} cannot hold one utterance of {frames} "
-                         f"frames for each of {what} ({multiple} rows); the budget is per process: raise it "
-                         f"with the process's batch devices, or lower max_frames")
+                         f"frames for each of {what} ({multiple} rows, at least {frames * multiple} frames); the "
+                         f"budget is per process: raise it with the process's batch devices, or lower max_frames")
     return rows
 
 

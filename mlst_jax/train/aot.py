@@ -80,14 +80,31 @@ def _flops(compiled) -> float | None:
     return float(flops) if flops is not None and flops >= 0 else None
 
 
+def _budget_override(pcfg: pl.PipelineConfig, frames: Sequence[int], batch_devices: int) -> str:
+    """The `--config.data.max_frames_per_batch` override that lets every bucket in `frames` hold one row per
+    language group and batch device: the config's budget times the batch devices (fairseq's `--max-tokens` is
+    per GPU), or the minimum if that is larger."""
+    groups = (pcfg.n_groups or len(pcfg.langs)) if pcfg.stratify else 1
+    need = max(frames) * groups * batch_devices
+    scaled = pcfg.max_frames_per_batch * batch_devices
+    if scaled >= need:
+        why = (f"the config's {pcfg.max_frames_per_batch} frames for each of the {batch_devices} batch devices "
+               f"(data x fsdp of this process), as fairseq's per-GPU --max-tokens")
+    else:
+        scaled = need
+        why = f"{max(frames)} frames x {groups} language groups x {batch_devices} batch devices"
+    return f"--config.data.max_frames_per_batch={scaled}, i.e. {why}"
+
+
 def compile_train_step(config: ml_collections.ConfigDict, mesh: str | dict[str, int] | None = None,
                        frames: Sequence[int] | None = None, tokens: int | None = None) -> dict[str, Any]:
     """Compiles the train step of `config` on `mesh` (a spec like "data=2,fsdp=2,tensor=2" or a dict; default
     the config's `mesh`) for frame buckets `frames` (default the smallest and largest) with targets of
     `tokens` (rounded up to a token bucket; default the longest allowed) and returns
-    `{"mesh", "devices", "params", "state_bytes", "shapes": [{"features", "tokens", "memory", "flops_per_device",
-    "flops", "compile_seconds"}, ...]}`: memory per device; XLA counts one device's FLOPs (`flops` is that
-    times the number of devices)."""
+    `{"mesh", "devices", "params", "state_bytes", "state_bytes_per_device", "shapes": [{"features", "tokens",
+    "memory", "flops_per_device", "flops", "compile_seconds"}, ...]}`: memory per device (`alias_bytes`: the donated
+    state, all of `state_bytes_per_device` but inputs the step never reads, such as a scheduled learning rate
+    that `optax.inject_hyperparams` recomputes); XLA counts one device's FLOPs (`flops` is that times the number of devices)."""
     import time
 
     c = ml_collections.ConfigDict(config.to_dict())
@@ -110,8 +127,13 @@ def compile_train_step(config: ml_collections.ConfigDict, mesh: str | dict[str, 
     if not frames:
         buckets = pl.train_frame_buckets(pcfg)
         frames = sorted({buckets[0], buckets[-1]})
-    chosen = pl.static_batch_shapes(pcfg, num_devices=_local_batch_devices(data * fsdp), frames=frames,
-                                    tokens=tokens)
+    batch_devices = _local_batch_devices(data * fsdp)
+    try:
+        chosen = pl.static_batch_shapes(pcfg, num_devices=batch_devices, frames=frames, tokens=tokens)
+    except ValueError as e:
+        if "cannot hold" not in str(e):
+            raise
+        raise ValueError(f"{e}. Fix: {_budget_override(pcfg, frames, batch_devices)}") from None
 
     model = S2TTransformer(cfglib.model_config(c))
     example = _batch_structs(chosen[0])
@@ -130,6 +152,8 @@ def compile_train_step(config: ml_collections.ConfigDict, mesh: str | dict[str, 
         "mesh": {"data": data, "fsdp": fsdp, "tensor": tensor}, "devices": n, "backend": jax.default_backend(),
         "sharing": c.sharing.strategy, "params": int(sum(math.prod(x.shape) for x in jax.tree.leaves(target.params))),
         "state_bytes": int(sum(math.prod(x.shape) * x.dtype.itemsize for x in jax.tree.leaves(target))),
+        "state_bytes_per_device": int(sum(math.prod(x.sharding.shard_shape(x.shape)) * x.dtype.itemsize
+                                          for x in jax.tree.leaves(target))),
         "shapes": [],
     }
     for shape in chosen:

@@ -35,6 +35,10 @@ def test_compile_reports_memory_and_flops_without_allocating(capsys):
     assert mem["peak_bytes"] == mem["argument_bytes"] + mem["output_bytes"] - mem["alias_bytes"] + mem["temp_bytes"]
     # per device: fsdp x tensor shard the 12-byte-per-parameter state 4 ways, the rest is replicated
     assert mem["argument_bytes"] < report["state_bytes"] / 2
+    # the state is donated: every byte of this device's shards is aliased to the updated state, except the
+    # scheduled learning rate (one float32 the step recomputes from the count, so jit drops that input)
+    assert report["state_bytes"] / 4 < report["state_bytes_per_device"] < report["state_bytes"] / 2
+    assert mem["alias_bytes"] == report["state_bytes_per_device"] - 4
     assert shape["flops_per_device"] > 0 and shape["flops"] == 8 * shape["flops_per_device"]
 
 
@@ -52,6 +56,52 @@ def test_compile_reports_memory_and_flops_without_allocating(capsys):
 def test_compile_errors_are_clear(capsys, args, message):
     rc, _, err = run_cli(capsys, "compile", "--config", SYNTH_TINY, *args)
     assert rc == 2 and message in err, err
+
+
+@pytest.mark.parametrize("config,args,message,fix", [
+    # the paper's 40,000 frames cannot hold 8 language groups x 4 batch devices at 3,072 frames
+    ("mustc_multilingual_m.py", ["--mesh", "data=2,fsdp=2,tensor=2"],
+     "8 language groups x 4 devices (32 rows, at least 98304 frames)",
+     "Fix: --config.data.max_frames_per_batch=160000, i.e. the config's 40000 frames for each of the 4 batch "
+     "devices"),
+    ("synth_tiny.py", ["--mesh", "data=8", "--config.data.max_frames_per_batch=1000"],
+     "3 language groups x 8 devices (24 rows, at least 6144 frames)",
+     "Fix: --config.data.max_frames_per_batch=12288, i.e. 512 frames x 3 language groups x 8 batch devices"),
+])
+def test_compile_names_the_budget_override(capsys, config, args, message, fix):
+    """A frame budget too small for the mesh fails before compiling, naming the override that fixes it; with
+    that override every frame bucket has whole rows for every group and batch device."""
+    from mlst_jax.data import pipeline as pl
+    from mlst_jax.train.trainer import _pipeline_config
+
+    rc, _, err = run_cli(capsys, "compile", "--config", CONFIGS / config, *args)
+    assert rc == 2 and message in err and fix in err, err
+    override = fix.split()[1].rstrip(",")
+    c = load_config(str(CONFIGS / config), [override])
+    pcfg = _pipeline_config(c, train=True)
+    buckets = pl.train_frame_buckets(pcfg)  # mlst compile's default: the smallest and the largest
+    shapes = pl.static_batch_shapes(pcfg, num_devices=4 if "mustc" in config else 8,
+                                    frames=[buckets[0], buckets[-1]])
+    rows = [s.features[:2] for s in shapes]
+    assert rows == ([(8, 156), (8, 4)] if "mustc" in config else [(3, 16), (3, 8)])  # [groups, rows]
+
+
+def test_readme_compile_budget_fits_32_devices():
+    """README's `mlst compile ... --mesh data=8,fsdp=4 --config.data.max_frames_per_batch=1280000` (32 batch
+    devices, 40,000 frames each) has whole rows for every language and device in the buckets it compiles."""
+    from mlst_jax.data import pipeline as pl
+    from mlst_jax.train.trainer import _pipeline_config
+
+    readme = (ROOT / "README.md").read_text()
+    line = next(l for l in readme.splitlines() if l.startswith("mlst compile "))
+    assert "--mesh data=8,fsdp=4 --config.data.max_frames_per_batch=1280000" in line
+    c = load_config(str(CONFIGS / "mustc_multilingual_m.py"), ["--config.data.max_frames_per_batch=1280000"])
+    pcfg = _pipeline_config(c, train=True)
+    shapes = pl.static_batch_shapes(pcfg, num_devices=32, frames=[128, 3072])
+    assert [s.features[:2] for s in shapes] == [(8, 1248), (8, 32)]
+    with pytest.raises(ValueError, match="at least 786432 frames"):
+        pl.static_batch_shapes(_pipeline_config(load_config(str(CONFIGS / "mustc_multilingual_m.py")), train=True),
+                               num_devices=32, frames=[128, 3072])
 
 
 def test_config_files_validate():
