@@ -44,8 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("translate", help="translate audio files; prints one JSON line per file")
-    p.add_argument("--checkpoint", required=True, help="HF dir, fairseq checkpoint or exported model dir")
-    p.add_argument("--tgt-lang", required=True)
+    p.add_argument("--checkpoint", required=True,
+                   help="HF dir (Speech2Text, or SpeechEncoderDecoderModel wav2vec2 + mBART = XMEF), fairseq S2T "
+                        "checkpoint or exported model dir")
+    p.add_argument("--tgt-lang", required=True,
+                   help="target language: the code of the model's <lang:xx> tag; for mBART-50 models 'de' or 'de_DE'")
     p.add_argument("--beam", type=int, default=5)
     p.add_argument("--lenpen", type=float, default=1.0)
     p.add_argument("--max-len-a", type=float, default=0.0)

@@ -1,4 +1,7 @@
-"""`Translator`: the public inference API (features → logits, features → token ids, audio → text)."""
+"""`Translator`: the public inference API (inputs → logits, inputs → token ids, audio → text) of the S2T
+Transformer and of XMEF (wav2vec 2.0 → length adaptor → mBART decoder), one class over a small model-family
+abstraction (`_Family`): what differs is the model input (fbank features vs raw 16 kHz waveforms), its padding
+bucket, the audio front end and how a target language becomes the forced first token."""
 from __future__ import annotations
 
 import functools
@@ -12,13 +15,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mlst_jax.models.s2t_transformer import S2TConfig, S2TTransformer, init_decode_cache
+from mlst_jax.models import s2t_transformer
+from mlst_jax.models import xmef as xmef_model
+from mlst_jax.models.s2t_transformer import S2TConfig, S2TTransformer
+from mlst_jax.models.xmef import XMEF, XMEFConfig
 
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "mlst_model.json"
 PARAMS_FILE = "params.safetensors"
 FRAME_BUCKET = 128  # feature lengths are padded to a multiple of this to bound recompiles
+SAMPLE_RATE = 16000
 
 
 def _round_up(n: int, m: int) -> int:
@@ -29,19 +36,170 @@ def _batch_bucket(n: int) -> int:
     return 1 << max(0, math.ceil(math.log2(max(n, 1))))
 
 
-class Translator:
-    """A loaded S2T model with its vocabulary and feature normalization.
+class _Family:
+    """What one model family needs from `Translator`. Subclasses are stateless singletons (`_FAMILIES`)."""
 
-    `from_pretrained` accepts an HF Speech2Text directory, a fairseq S2T checkpoint, or a directory written by
-    `Translator.save`. Inputs are padded to bucketed shapes so that repeated calls reuse compiled code.
+    architecture: str  # the `architecture` in mlst_model.json
+    module: type  # flax module with `__call__` (logits), `encode`, `precompute_cross_kv`, `decode_step`
+    config_cls: type
+    init_cache = None  # (config, batch, max_len, dtype) -> decoder KV cache
+    no_vocab = "this model has no vocabulary to turn ids into text; use generate()"
+
+    def min_length(self, config) -> int:
+        raise NotImplementedError
+
+    def bucket(self, n: int) -> int:
+        """Padded input length for a longest input of n steps (bounds recompiles)."""
+        raise NotImplementedError
+
+    def check_shape(self, x: np.ndarray, config) -> None:
+        """ValueError unless x is [batch, length, ...] as the model takes it."""
+        raise NotImplementedError
+
+    def check_lengths(self, lens: np.ndarray, n_steps: int, config) -> None:
+        raise NotImplementedError
+
+    def audio_input(self, waveform, sample_rate: int, cmvn: str, config) -> np.ndarray:
+        """One waveform → the model's input for it (with its input checks)."""
+        raise NotImplementedError
+
+    def lang_id_without_vocab(self, config, tgt_lang: str) -> int:
+        raise ValueError(f"unknown target language {tgt_lang!r}: this model has no vocabulary; pass the tag id")
+
+    def load_vocab(self, path: Path, kind: str):
+        """The vocabulary beside a pretrained checkpoint (not an exported directory), or None."""
+        raise NotImplementedError
+
+
+class _S2TFamily(_Family):
+    """S2T Transformer: input [B, frames, 80] Kaldi fbank (+ utterance CMVN), `<lang:xx>` tags of a `Vocab`."""
+
+    architecture, module, config_cls = "s2t_transformer", S2TTransformer, S2TConfig
+    init_cache = staticmethod(s2t_transformer.init_decode_cache)
+
+    def min_length(self, config):
+        return 1
+
+    def bucket(self, n):
+        return _round_up(n, FRAME_BUCKET)
+
+    def check_shape(self, x, config):
+        want = config.input_feat_per_channel * config.input_channels
+        if x.ndim != 3 or x.shape[-1] != want:
+            raise ValueError(f"features must be [batch, frames, {want}], got shape {x.shape}")
+
+    def check_lengths(self, lens, n_steps, config):
+        if (lens < 1).any() or (lens > n_steps).any():
+            raise ValueError(f"feature_lengths must be in [1, {n_steps}], got {lens.tolist()}")
+
+    def audio_input(self, waveform, sample_rate, cmvn, config):
+        from mlst_jax.audio import fbank, utterance_cmvn
+
+        feats = fbank(np.asarray(waveform), sample_rate)
+        return utterance_cmvn(feats) if cmvn == "utterance" else feats
+
+    def load_vocab(self, path, kind):
+        from mlst_jax.convert.vocab_files import load_vocab
+
+        return load_vocab(path, kind)
+
+
+class _XMEFFamily(_Family):
+    """XMEF: input [B, samples] raw 16 kHz waveforms (zero mean / unit variance per utterance when
+    cmvn='utterance', HF's `do_normalize`); the target language is an mBART-50 code (`MBart50Vocab`) or a
+    `<lang:xx>` tag when the model carries a `Vocab` (the miniature XMEF)."""
+
+    architecture, module, config_cls = "xmef", XMEF, XMEFConfig
+    init_cache = staticmethod(xmef_model.init_decode_cache)
+    no_vocab = ("this XMEF model has no tokenizer to turn ids into text (an HF directory needs the "
+                "sentencepiece.bpe.model that MBart50Tokenizer saves); use generate() for token ids")
+
+    def min_length(self, config):
+        return config.encoder.min_num_samples
+
+    def bucket(self, n):
+        from mlst_jax.audio.fbank import bucket_length
+
+        return bucket_length(n)  # >= 1 s, then geometric steps of 2 ** 0.25
+
+    def check_shape(self, x, config):
+        if x.ndim != 2:
+            raise ValueError(f"XMEF inputs must be waveforms [batch, samples], got shape {x.shape}")
+
+    def check_lengths(self, lens, n_steps, config):
+        lo = self.min_length(config)
+        if (lens < lo).any() or (lens > n_steps).any():
+            raise ValueError(f"waveform lengths must be in [{lo}, {n_steps}] samples (the encoder needs at least "
+                             f"{lo}), got {lens.tolist()}")
+
+    def audio_input(self, waveform, sample_rate, cmvn, config):
+        if sample_rate != SAMPLE_RATE:
+            raise ValueError(f"XMEF needs {SAMPLE_RATE} Hz audio, got {sample_rate} Hz; resample first "
+                             f"(e.g. load_audio(path, target_sr={SAMPLE_RATE}) or librosa.resample)")
+        w = np.asarray(waveform)
+        if w.ndim != 1:
+            raise ValueError(f"expected a 1-D mono waveform, got shape {w.shape}; down-mix multi-channel audio first")
+        if w.size == 0:
+            raise ValueError("got an empty waveform (0 samples)")
+        if np.issubdtype(w.dtype, np.signedinteger):
+            w = w / float(np.iinfo(w.dtype).max + 1)
+        w = w.astype(np.float32)
+        if not np.isfinite(w).all():
+            raise ValueError(f"got a waveform with {int(np.count_nonzero(~np.isfinite(w)))} non-finite (NaN/inf) "
+                             "samples")
+        if w.size < self.min_length(config):
+            raise ValueError(f"waveform too short: {w.size} samples, the encoder needs at least "
+                             f"{self.min_length(config)}")
+        if cmvn == "utterance":  # HF Wav2Vec2FeatureExtractor's zero_mean_unit_var_norm
+            w = (w - w.mean()) / np.sqrt(w.var() + 1e-7)
+        return w
+
+    def lang_id_without_vocab(self, config, tgt_lang):
+        from mlst_jax.convert.xmef import mbart50_lang_id_checked, mbart50_vocab_size
+
+        sp_size = config.vocab_size - mbart50_vocab_size(0)
+        if sp_size < 3:
+            raise ValueError(f"target language {tgt_lang!r}: this model has no tokenizer and its vocabulary "
+                             f"({config.vocab_size}) is too small for mBART-50's layout; pass the code's id")
+        return mbart50_lang_id_checked(tgt_lang, sp_size)
+
+    def load_vocab(self, path, kind):
+        from mlst_jax.convert.xmef import load_mbart50_vocab
+
+        vocab = load_mbart50_vocab(path)
+        if vocab is None:
+            log.warning("no sentencepiece.bpe.model in %s: generate() works (languages by mBART-50's layout), "
+                        "translate() is unavailable", path)
+        return vocab
+
+
+_FAMILIES = {f.architecture: f for f in (_S2TFamily(), _XMEFFamily())}
+
+
+def _family_of(config) -> _Family:
+    for family in _FAMILIES.values():
+        if isinstance(config, family.config_cls):
+            return family
+    raise TypeError(f"Translator serves S2TConfig and XMEFConfig models, got {type(config).__name__}")
+
+
+class Translator:
+    """A loaded S2T Transformer or XMEF model with its vocabulary and input normalization.
+
+    `from_pretrained` accepts an HF Speech2Text directory, a fairseq S2T checkpoint, an HF SpeechEncoderDecoderModel
+    directory (wav2vec 2.0 + mBART: XMEF), or a directory written by `Translator.save`. The model family follows
+    from the config (`S2TConfig` or `XMEFConfig`). `cmvn`: 'utterance' normalizes each input in `translate`
+    (S2T: utterance CMVN of the fbank; XMEF: zero mean / unit variance of the waveform, HF's `do_normalize`),
+    'none' leaves it as is. Inputs are padded to bucketed shapes so that repeated calls reuse compiled code.
     """
 
-    def __init__(self, config: S2TConfig, params, vocab=None, cmvn: str = "utterance"):
+    def __init__(self, config: S2TConfig | XMEFConfig, params, vocab=None, cmvn: str = "utterance"):
         if cmvn not in ("utterance", "none"):
             raise ValueError(f"cmvn must be 'utterance' or 'none', got {cmvn!r}")
+        self.family = _family_of(config)
         self.config, self.vocab, self.cmvn = config, vocab, cmvn
         self.params = jax.tree.map(jnp.asarray, params)
-        self.model = S2TTransformer(config)
+        self.model = self.family.module(config)
         if vocab is not None and len(vocab) != config.vocab_size:
             raise ValueError(f"vocabulary has {len(vocab)} pieces but the model's vocab_size is {config.vocab_size}")
 
@@ -49,64 +207,76 @@ class Translator:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, trust_pickle: bool = False) -> "Translator":
-        """Loads an HF dir, a fairseq checkpoint (file or dir) or one of our exported model dirs.
+        """Loads an HF dir (Speech2Text, or SpeechEncoderDecoderModel = XMEF), a fairseq S2T checkpoint (file or
+        dir) or one of our exported model dirs.
 
         fairseq checkpoints are read with torch's weights-only unpickler; `trust_pickle=True` unpickles them
         fully (needed for fairseq >= 0.10, which stores its config as an omegaconf object): only for files you
         trust.
         """
-        from mlst_jax.convert import load_checkpoint
-        from mlst_jax.convert.vocab_files import load_vocab
+        from mlst_jax.convert import load_translation_model
 
         path = Path(path)
         if (path / MODEL_FILE).is_file():
             return cls._load_own(path)
-        kind, config, params = load_checkpoint(path, trust_pickle=trust_pickle)
-        return cls(config, params, load_vocab(path, kind))
+        model, kind, config, params = load_translation_model(path, trust_pickle=trust_pickle)
+        family = _family_of(config)
+        cmvn = "utterance"
+        if model == "xmef":
+            from mlst_jax.convert.xmef import waveform_normalization
+
+            cmvn = waveform_normalization(path)
+        return cls(config, params, family.load_vocab(path, kind), cmvn)
 
     @classmethod
     def _load_own(cls, path: Path) -> "Translator":
         from safetensors.numpy import load_file
 
-        from mlst_jax.data.vocab import Vocab
+        from mlst_jax.convert.xmef import load_mbart50_vocab
+        from mlst_jax.data.vocab import HF_VOCAB, Vocab
 
         meta = json.loads((path / MODEL_FILE).read_text())
-        if meta.get("architecture") != "s2t_transformer":
-            raise ValueError(f"{path / MODEL_FILE}: unsupported architecture {meta.get('architecture')!r}")
-        vocab = Vocab.from_hf_dir(path) if (path / "vocab.json").is_file() else None
+        family = _FAMILIES.get(meta.get("architecture"))
+        if family is None:
+            raise ValueError(f"{path / MODEL_FILE}: unsupported architecture {meta.get('architecture')!r}; "
+                             f"known: {sorted(_FAMILIES)}")
+        if (path / HF_VOCAB).is_file():
+            vocab = Vocab.from_hf_dir(path)
+        else:  # an XMEF model's mBART-50 SentencePiece model alone
+            vocab = load_mbart50_vocab(path) if family.architecture == "xmef" else None
         params = traverse_util.unflatten_dict(load_file(str(path / PARAMS_FILE)), sep="/")
-        return cls(S2TConfig.from_dict(meta["config"]), params, vocab, meta.get("cmvn", "utterance"))
+        return cls(family.config_cls.from_dict(meta["config"]), params, vocab, meta.get("cmvn", "utterance"))
 
     def save(self, path: str | Path) -> None:
-        """Writes `mlst_model.json`, `params.safetensors` and the vocabulary files."""
+        """Writes `mlst_model.json`, `params.safetensors` and the vocabulary files (`vocab.json` +
+        `sentencepiece.bpe.model`, or for an mBART-50 vocabulary `sentencepiece.bpe.model` alone)."""
         from safetensors.numpy import save_file
 
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        meta = {"architecture": "s2t_transformer", "config": self.config.to_dict(), "cmvn": self.cmvn}
+        meta = {"architecture": self.family.architecture, "config": self.config.to_dict(), "cmvn": self.cmvn}
         (path / MODEL_FILE).write_text(json.dumps(meta, indent=1))
-        save_file({k: np.asarray(v) for k, v in traverse_util.flatten_dict(self.params, sep="/").items()}, str(path / PARAMS_FILE))
+        flat = traverse_util.flatten_dict(self.params, sep="/")
+        save_file({k: np.asarray(v) for k, v in flat.items()}, str(path / PARAMS_FILE))
         if self.vocab is not None:
             self.vocab.save(path)
 
     # -- input checks and padding --------------------------------------------------------------------
 
     def _pad_features(self, features, feature_lengths):
+        fam, cfg = self.family, self.config
         feats = np.asarray(features, np.float32)
         lens = np.asarray(feature_lengths, np.int32).reshape(-1)
-        want = self.config.input_feat_per_channel * self.config.input_channels
-        if feats.ndim != 3 or feats.shape[-1] != want:
-            raise ValueError(f"features must be [batch, frames, {want}], got shape {feats.shape}")
+        fam.check_shape(feats, cfg)
         if lens.shape[0] != feats.shape[0]:
             raise ValueError(f"{lens.shape[0]} feature_lengths for a batch of {feats.shape[0]}")
-        if (lens < 1).any() or (lens > feats.shape[1]).any():
-            raise ValueError(f"feature_lengths must be in [1, {feats.shape[1]}], got {lens.tolist()}")
+        fam.check_lengths(lens, feats.shape[1], cfg)
         if not np.isfinite(feats).all():
             raise ValueError("features contain NaN or inf")
-        b, t = _batch_bucket(feats.shape[0]), _round_up(int(lens.max()), FRAME_BUCKET)
-        out = np.zeros((b, t, want), np.float32)
+        b, t = _batch_bucket(feats.shape[0]), fam.bucket(int(lens.max()))
+        out = np.zeros((b, t, *feats.shape[2:]), np.float32)
         out[: feats.shape[0], : min(t, feats.shape[1])] = feats[:, :t]
-        out_lens = np.ones((b,), np.int32)
+        out_lens = np.full((b,), fam.min_length(cfg), np.int32)  # dummy rows: the shortest valid input
         out_lens[: lens.shape[0]] = lens
         return out, out_lens, feats.shape[0]
 
@@ -116,18 +286,23 @@ class Translator:
             raise ValueError(f"token ids out of range [0, {self.config.vocab_size}): {sorted(set(bad.tolist()))[:10]}")
 
     def lang_id(self, tgt_lang: str | int) -> int:
-        """Id of the target-language tag (a language code, or an id when the model has no vocabulary)."""
+        """Id of the token forced first for `tgt_lang`: an S2T `<lang:xx>` tag or an XMEF mBART-50 language code
+        ('de' or 'de_DE'; without a tokenizer placed by mBART-50's vocabulary layout), or `tgt_lang` itself when it
+        is an id."""
         if isinstance(tgt_lang, (int, np.integer)):
             self._check_ids(np.asarray([tgt_lang]))
             return int(tgt_lang)
         if self.vocab is None:
-            raise ValueError(f"unknown target language {tgt_lang!r}: this model has no vocabulary; pass the tag id")
+            return self.family.lang_id_without_vocab(self.config, tgt_lang)
         return self.vocab.lang_id(tgt_lang)
 
     # -- inference -----------------------------------------------------------------------------------
 
     def logits(self, features, feature_lengths, decoder_input_ids) -> np.ndarray:
-        """Teacher-forced logits [B, T, V] (fp32) for decoder inputs [B, T] right-padded with the pad id."""
+        """Teacher-forced logits [B, T, V] (fp32) for decoder inputs [B, T] right-padded with the pad id.
+
+        `features`/`feature_lengths`: S2T: fbank [B, frames, 80] and frame counts; XMEF: waveforms [B, samples]
+        and sample counts (fed as they are: normalize them first when the model expects it)."""
         ids = np.asarray(decoder_input_ids, np.int32)
         if ids.ndim != 2 or ids.shape[0] != np.asarray(feature_lengths).reshape(-1).shape[0]:
             raise ValueError(f"decoder_input_ids must be [batch, length] matching the features, got {ids.shape}")
@@ -152,12 +327,12 @@ class Translator:
         feats, lens, n = self._pad_features(features, feature_lengths)
         tag = self.lang_id(tgt_lang)
         cap = self.config.max_target_positions - 1
-        # fairseq: up to max_len_a * frames + max_len_b tokens, then EOS.
+        # fairseq: up to max_len_a * input length (frames; XMEF: samples) + max_len_b tokens, then EOS.
         max_len = np.minimum(np.floor(max_len_a * lens + max_len_b).astype(np.int32) + 1, cap)
         if (max_len < 2).any():
             raise ValueError(f"max_len_a * frames + max_len_b must allow at least one token, got {max_len - 1}")
         max_steps = min(_round_up(int(max_len[:n].max()), 16), cap)
-        fn = _generate_fn(self.model, beam_size, n_best, max_steps, convention == "hf")
+        fn = _generate_fn(self.model, self.family.init_cache, beam_size, n_best, max_steps, convention == "hf")
         out = fn(self.params, feats, lens, np.full((feats.shape[0], 1), tag, np.int32), max_len,
                  np.float32(length_penalty))
         tokens = np.asarray(out.tokens)[:n]
@@ -165,20 +340,17 @@ class Translator:
         return [h[0] for h in hyps] if n_best == 1 else hyps
 
     def translate(self, waveforms, sample_rate: int, tgt_lang: str, **generate_kw) -> list[str]:
-        """Waveforms (a list of 1-D float arrays in [-1, 1]) → detokenized translations."""
-        from mlst_jax.audio import fbank, utterance_cmvn
-
+        """Waveforms (a list of 1-D float arrays in [-1, 1]) → detokenized translations. S2T: fbank (+ CMVN);
+        XMEF: the 16 kHz waveforms themselves (normalized when cmvn='utterance'). `generate_kw` go to `generate`."""
         if self.vocab is None:
-            raise ValueError("this model has no vocabulary to turn ids into text; use generate()")
+            raise ValueError(self.family.no_vocab)
         if isinstance(waveforms, np.ndarray) and waveforms.ndim == 1:
             waveforms = [waveforms]
-        feats = [fbank(np.asarray(w), sample_rate) for w in waveforms]
-        if self.cmvn == "utterance":
-            feats = [utterance_cmvn(f) for f in feats]
-        lens = np.array([len(f) for f in feats], np.int32)
-        batch = np.zeros((len(feats), lens.max(), feats[0].shape[1]), np.float32)
-        for i, f in enumerate(feats):
-            batch[i, : len(f)] = f
+        inputs = [self.family.audio_input(w, sample_rate, self.cmvn, self.config) for w in waveforms]
+        lens = np.array([len(x) for x in inputs], np.int32)
+        batch = np.zeros((len(inputs), lens.max(), *inputs[0].shape[1:]), np.float32)
+        for i, x in enumerate(inputs):
+            batch[i, : len(x)] = x
         return [self.vocab.decode(ids) for ids in self.generate(batch, lens, tgt_lang, **generate_kw)]
 
 
@@ -190,24 +362,25 @@ def _strip(row: np.ndarray, eos: int, pad: int) -> list[int]:
 
 
 @functools.lru_cache(maxsize=None)
-def _logits_fn(model: S2TTransformer):
+def _logits_fn(model):
     return jax.jit(lambda params, f, l, t: model.apply({"params": params}, f, l, t))
 
 
 @functools.lru_cache(maxsize=None)
-def _generate_fn(model: S2TTransformer, beam_size: int, n_best: int, max_steps: int, hf_compat: bool):
+def _generate_fn(model, init_cache, beam_size: int, n_best: int, max_steps: int, hf_compat: bool):
+    """Jitted encode → cross-attention K/V → `mlst_jax.decode.beam_search` for either model family."""
     from mlst_jax.decode import beam_search
 
-    cfg = model.config
+    cfg, cls = model.config, type(model)
 
     def run(params, feats, lens, prefix, max_len, length_penalty):
         variables = {"params": params}
-        enc_out, enc_valid = model.apply(variables, feats, lens, method=S2TTransformer.encode)
-        cross_kv = model.apply(variables, enc_out, method=S2TTransformer.precompute_cross_kv)
-        cache = init_decode_cache(cfg, feats.shape[0] * beam_size, max_steps + 1, enc_out.dtype)
+        enc_out, enc_valid = model.apply(variables, feats, lens, method=cls.encode)
+        cross_kv = model.apply(variables, enc_out, method=cls.precompute_cross_kv)
+        cache = init_cache(cfg, feats.shape[0] * beam_size, max_steps + 1, enc_out.dtype)
 
         def step_fn(tokens, cache, step):
-            return model.apply(variables, tokens, cache, step, cross_kv, enc_valid, method=S2TTransformer.decode_step)
+            return model.apply(variables, tokens, cache, step, cross_kv, enc_valid, method=cls.decode_step)
 
         return beam_search(step_fn, cache, batch_size=feats.shape[0], beam_size=beam_size, max_len=max_len,
                            decoder_start_id=cfg.decoder_start_token_id, eos_id=cfg.eos_token_id,

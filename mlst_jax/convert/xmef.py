@@ -6,6 +6,10 @@ Names: `encoder.*` are wav2vec2's HF names under `encoder.`; `adaptor.layers_i` 
 `decoder.model.decoder.*`, with `decoder.lm_head` kept (an alias of the token embedding when the decoder config
 ties them). HF's `enc_to_dec_proj` (encoder output width ≠ decoder width) and fairseq's adaptor input LayerNorm
 have no counterpart in the other format.
+
+The text side of such a directory: `MBart50Vocab` reads the `sentencepiece.bpe.model` that HF's `MBart50Tokenizer`
+saves (fairseq's mBART-50 id layout: specials, pieces, the 52 language codes, `<mask>`); `waveform_normalization`
+reads `do_normalize` from `preprocessor_config.json`. `mlst_jax.Translator.from_pretrained` uses all three.
 """
 from __future__ import annotations
 
@@ -129,3 +133,91 @@ def xmef_from_pretrained(encoder: tuple, decoder: tuple, adaptor_params: Any | N
     if expected != got:
         raise ValueError(f"pretrained parts do not fit the XMEF config: expected {expected}, got {got}")
     return config, params
+
+
+# -- the text side of an HF SpeechEncoderDecoderModel directory --------------------------------------------------
+
+MBART_SPM = "sentencepiece.bpe.model"
+N_SPECIALS = 4  # <s> <pad> </s> <unk>
+
+
+class MBart50Vocab:
+    """mBART-50's target vocabulary from its SentencePiece model (`sentencepiece.bpe.model`, as HF's
+    `MBart50Tokenizer` saves it), in fairseq's id layout: 0..3 `<s> <pad> </s> <unk>`, SentencePiece piece i (i >= 3)
+    at id i + 1, then the 52 mBART-50 language codes (`mlst_jax.models.mbart.MBART50_LANG_CODES`, from id
+    `pieces + 1`), then `<mask>`. Decodes ids to text and maps target languages ('de' or 'de_DE') to code ids."""
+
+    def __init__(self, spm_path: str | Path):
+        import sentencepiece as spm
+
+        self.spm_path = str(spm_path)
+        self.sp = spm.SentencePieceProcessor(model_file=self.spm_path)
+        self.sp_size = self.sp.get_piece_size()
+        if self.sp_size < N_SPECIALS - 1:
+            raise ValueError(f"{spm_path}: a SentencePiece model of {self.sp_size} pieces is not mBART's")
+
+    def __len__(self) -> int:
+        return mbart50_vocab_size(self.sp_size)
+
+    @property
+    def languages(self) -> list[str]:
+        from mlst_jax.models.mbart import MBART50_LANG_CODES
+
+        return list(MBART50_LANG_CODES)
+
+    def lang_id(self, lang: str) -> int:
+        """Id of the mBART-50 code of `lang` ('de', 'de_DE', 'de-de'); ValueError naming the known codes."""
+        return mbart50_lang_id_checked(lang, self.sp_size)
+
+    def decode(self, ids) -> str:
+        """Ids → detokenized text, stopping at `</s>` and dropping specials, language codes and `<mask>` (as HF
+        `decode(ids, skip_special_tokens=True)`)."""
+        pieces = []
+        for i in map(int, ids):
+            if i == 2:
+                break
+            if N_SPECIALS <= i <= self.sp_size:
+                pieces.append(self.sp.id_to_piece(i - 1))
+            elif not 0 <= i < len(self):
+                raise ValueError(f"token id {i} out of range for a vocabulary of {len(self)}")
+        return self.sp.decode_pieces(pieces)
+
+    def save(self, directory: str | Path) -> None:
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        if Path(self.spm_path).resolve() != (d / MBART_SPM).resolve():
+            (d / MBART_SPM).write_bytes(Path(self.spm_path).read_bytes())
+
+
+def mbart50_vocab_size(sp_size: int) -> int:
+    """Size of mBART-50's vocabulary for a SentencePiece model of `sp_size` pieces (250,054 for the released one)."""
+    from mlst_jax.models.mbart import MBART50_LANG_CODES
+
+    return sp_size + 1 + len(MBART50_LANG_CODES) + 1
+
+
+def mbart50_lang_id_checked(lang: str, sp_size: int) -> int:
+    """`mbart50_lang_id`, with a ValueError that says which target language is unknown."""
+    from mlst_jax.models.mbart import mbart50_lang_id
+
+    if not isinstance(lang, str):
+        raise ValueError(f"target language must be a language code such as 'de' or 'de_DE', got {lang!r}")
+    try:
+        return mbart50_lang_id(lang, sp_size)
+    except ValueError as e:
+        raise ValueError(f"unknown target language {lang!r}: {e}") from None
+
+
+def load_mbart50_vocab(directory: str | Path) -> MBart50Vocab | None:
+    """The `MBart50Vocab` of `sentencepiece.bpe.model` in `directory`, or None when there is none."""
+    f = Path(directory) / MBART_SPM
+    return MBart50Vocab(f) if f.is_file() else None
+
+
+def waveform_normalization(directory: str | Path) -> str:
+    """'utterance' (zero mean, unit variance per waveform) or 'none', from the `do_normalize` of the directory's
+    `preprocessor_config.json` (HF `Wav2Vec2FeatureExtractor`); 'utterance', HF's default, when there is none."""
+    f = Path(directory) / "preprocessor_config.json"
+    if f.is_file():
+        return "utterance" if json.loads(f.read_text()).get("do_normalize", True) else "none"
+    return "utterance"
