@@ -8,7 +8,9 @@ shards, and ``builder.as_data_source(split)`` reads them back as numpy dicts
 of tfds do need TensorFlow and are avoided: ``tfds.features.Audio`` (its
 decoder calls ``tf.dtypes``), hence audio is a ``Tensor(shape=(None,),
 dtype=int16)`` at 16 kHz; and ``dataset_info_from_configs`` (it reads package
-metadata files), hence ``tfds.core.DatasetInfo`` is built directly.
+metadata files), hence ``tfds.core.DatasetInfo`` is built directly. A split
+over 1 GB makes the tfds shuffler spill into bucket files through
+``tf.io.gfile``; without TensorFlow, :func:`prepare` lets it write plain files.
 
 Features: ``id, talk, speaker, src_lang, tgt_lang, src_text, tgt_text``
 (text), ``n_frames`` (int32) and either ``audio`` (int16 [samples], 16 kHz
@@ -28,9 +30,12 @@ utterances are logged per split and kept in ``builder.skip_reports``.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import importlib.util
 import logging
 import os
+import types
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -60,6 +65,32 @@ COVOST_EN_XX = ("de", "tr", "fa", "sv-SE", "mn", "zh-CN", "cy", "ca", "sl", "et"
 EUROPARL_LANGS = ("en", "fr", "de", "it", "es", "pt", "pl", "ro", "nl")
 MIN_FBANK_SAMPLES = 400
 TEXT_FEATURES = ("id", "talk", "speaker", "src_lang", "tgt_lang", "src_text", "tgt_text")
+
+
+class _ResourceExhausted(OSError):
+    message = ""
+
+
+# The part of TensorFlow the tfds shuffler uses for its bucket files: open, test and delete local files.
+_LOCAL_FILES_AS_TF = types.SimpleNamespace(
+    io=types.SimpleNamespace(gfile=types.SimpleNamespace(GFile=open, exists=os.path.exists, remove=os.remove)),
+    errors=types.SimpleNamespace(ResourceExhaustedError=_ResourceExhausted),
+)
+
+
+@contextlib.contextmanager
+def _local_shuffle_buckets():
+    """Without TensorFlow, the tfds shuffler writes the buckets of a split over 1 GB as plain local files."""
+    if importlib.util.find_spec("tensorflow") is not None:
+        yield
+        return
+    from tensorflow_datasets.core import shuffle
+
+    saved, shuffle.tf = shuffle.tf, _LOCAL_FILES_AS_TF
+    try:
+        yield
+    finally:
+        shuffle.tf = saved
 
 
 def tfds_split_name(split: str) -> str:
@@ -294,5 +325,6 @@ def prepare(
     if key not in BUILDERS:
         raise ValueError(f"unknown dataset {dataset!r}; choose from {sorted(BUILDERS)}")
     builder = BUILDERS[key](config=config, data_dir=os.fspath(data_dir), on_bad_utterance=on_bad_utterance)
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir)))
+    with _local_shuffle_buckets():
+        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir)))
     return {name: info.num_examples for name, info in builder.info.splits.items()}

@@ -7,6 +7,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from mlst_jax.audio import fbank
+from mlst_jax.data import tfds_builders
 from mlst_jax.data.tfds_builders import CoVoST2, EuroparlST, MustC, prepare, tfds_split_name
 from mlst_jax.data.writers import Talk, write_covost2, write_europarl_st, write_mustc
 
@@ -125,3 +126,24 @@ def test_split_names_and_errors(tmp_path):
         prepare("librispeech", tmp_path, tmp_path)
     with pytest.raises(AssertionError, match="must-c"):
         prepare("mustc", tmp_path / "empty", tmp_path / "data", "en-de")
+
+
+def test_split_over_the_shuffle_buffer_spills_to_local_files(mustc_dir, tmp_path, monkeypatch):
+    """A split larger than tfds' in-memory shuffle buffer (1 GB) is bucketed on disk, which tfds does through
+    TensorFlow's gfile; without TensorFlow the buckets are plain files and the data set comes out the same."""
+    from tensorflow_datasets.core import shuffle
+
+    assert "tensorflow" not in sys.modules
+    monkeypatch.setattr(shuffle, "MAX_MEM_BUFFER_SIZE", 100)  # every split here spills
+    spilled, in_memory = tmp_path / "spilled", tmp_path / "in_memory"
+    assert prepare("mustc", mustc_dir, spilled, "en-de") == {"tst_COMMON": 3, "dev": 3}
+    monkeypatch.undo()
+    prepare("mustc", mustc_dir, in_memory, "en-de")
+    for split in ("tst_COMMON", "dev"):
+        a = by_id(MustC(config="en-de", data_dir=spilled).as_data_source(split))
+        b = by_id(MustC(config="en-de", data_dir=in_memory).as_data_source(split))
+        assert a.keys() == b.keys() == WAVES.keys()
+        for uid in a:
+            np.testing.assert_array_equal(a[uid]["audio"], b[uid]["audio"])
+            assert a[uid]["tgt_text"] == b[uid]["tgt_text"]
+    assert shuffle.tf is not tfds_builders._LOCAL_FILES_AS_TF  # tfds' own (lazy) module is back
