@@ -9,7 +9,7 @@ __all__ = ["add_analyze_command"]
 def _analyze(args) -> int:
     from mlst_jax.sharing.analysis import analyze_run
 
-    r = analyze_run(args.workdir, args.multiway, args.out, step=args.step, max_utterances=args.max_utterances,
+    r = analyze_run(args.checkpoint, args.multiway, args.out, step=args.step, max_utterances=args.max_utterances,
                     batch_size=args.batch_size, progress=not args.quiet)
     print(json.dumps({
         "step": r["step"], "utterances": r["utterances"],
@@ -28,7 +28,9 @@ def add_analyze_command(subparsers) -> None:
         description="Computes every target language's gradient of the cross-entropy on the multi-way aligned "
                     "utterances of SPLIT (the run's corpus, data.manual_dir) and writes quadruplets.csv, "
                     "layer_similarity.{csv,png} and language_similarity.{csv,png} into --out.")
-    p.add_argument("--workdir", required=True, help="training run directory (checkpoints/, config.json, vocab/)")
+    p.add_argument("--checkpoint", "--workdir", dest="checkpoint", required=True, metavar="RUN",
+                   help="the trained run's directory (checkpoints/, config.json, vocab/), as for mlst differentiate; "
+                        "--workdir is an alias")
     p.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
     p.add_argument("--multiway", required=True, metavar="SPLIT", help="MuST-C split, e.g. tst-COMMON or dev")
     p.add_argument("--max-utterances", type=int, default=None, help="use only the first N aligned utterances")

@@ -3,9 +3,14 @@
 
 A run initialized from RUN continues from RUN's latest checkpoint: its step, parameters, optimizer moments,
 dropout key and data-iterator position, re-laid out for this run's plan (a new copy starts from its
-parent copy, Adam moments included). When the optimizer state cannot be carried over (a different
-optimizer or trainable set) or the parameter trees differ (e.g. added adapters), the parameters that both
-runs have are copied, the others keep their fresh initialization, and the optimizer state starts fresh.
+parent copy, Adam moments included).
+
+The optimizer state starts fresh (the parameters that both runs have are copied, the others keep their fresh
+initialization, and the step is carried over) only where that is the point of the run: the parameter trees
+differ (e.g. added adapters), this run trains a different parameter set than RUN (`finetune.trainable`, e.g.
+an LNA variant of a fully trained model), or `sharing.reset_optimizer=True` asks for it. Otherwise a
+carry-over that fails (e.g. a different `optim.grad_accum`, which changes the optimizer state's layout) is
+an error naming RUN's checkpoint and the reason, never a silent fresh start.
 """
 from __future__ import annotations
 
@@ -19,13 +24,13 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from mlst_jax.sharing.plan import SharingPlan, base_shapes, transfer_leaf
-from mlst_jax.sharing.strategies import grad_plan, make_plan, parse_strategy, random_plan
+from mlst_jax.sharing.plan import SharingPlan, base_shapes, path_names, transfer_leaf
+from mlst_jax.sharing.strategies import differentiable_units, grad_plan, make_plan, parse_strategy, random_plan
 from mlst_jax.train.checkpoint import Checkpointer
 from mlst_jax.train.state import TrainState, abstract_train_state, create_train_state, shardings_of
 
-__all__ = ["saved_plan", "start_plan_and_state", "gradient_similarities", "budget_reached", "Source", "load_source",
-           "IterativeSchedule", "differentiate", "graft"]
+__all__ = ["saved_plan", "start_plan_and_state", "gradient_similarities", "budget_reached", "splittable", "Source",
+           "load_source", "IterativeSchedule", "differentiate", "graft"]
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +78,13 @@ def budget_reached(plan: SharingPlan, base: Any, multiple: float) -> bool:
     return plan.num_params(base) >= round(multiple * shared)
 
 
+def splittable(plan: SharingPlan) -> bool:
+    """Whether some differentiable unit still has a copy shared by two or more languages (False at the cap,
+    where random@X and grad@X stop whatever X is)."""
+    units = plan.units()
+    return any(len(g) > 1 for u in differentiable_units(plan) for g in units[u].groups())
+
+
 def gradient_similarities(c, model, params: Any, plan: SharingPlan, vocab, out_dir: str | Path | None = None,
                           progress: bool = True) -> dict:
     """{unit: [n, n] cosine matrix} of per-task gradients on the config's multi-way aligned split
@@ -101,8 +113,8 @@ def _next_plan(c, start: SharingPlan, base: Any, similarity_fn) -> SharingPlan:
     if kind == "random":
         return random_plan(start, base, x, seed=c.sharing.get("seed", 0))
     if kind == "grad":
-        if budget_reached(start, base, x):
-            return start
+        if budget_reached(start, base, x) or not splittable(start):
+            return start  # no task gradients needed: nothing more will be split
         return grad_plan(start, base, x, similarity_fn())
     return make_plan(c.sharing.strategy, base, start.langs)
 
@@ -127,19 +139,26 @@ def start_plan_and_state(c, model, tx, rng, example, mesh, base: Any, vocab, wor
     plan = _next_plan(c, src.plan, base, sims)
     logger.info("initializing from %s step %d with plan %s (%.2fM params)", init, src.step, plan,
                 plan.num_params(base) / 1e6)
-    same_tree = jax.tree.structure(src_base) == jax.tree.structure(base)
-    if same_tree:
+    fresh = _fresh_optimizer_reason(c, src, src_base, base)
+    if fresh is None:
+        target = abstract_train_state(model, tx, rng, example, mesh, src.plan)
         try:
-            target = abstract_train_state(model, tx, rng, example, mesh, src.plan)
             r = src.ckpt.restore(src.step, target)
-            state = TrainState(step=r.state.step, params=plan.transfer(r.state.params, src.plan),
-                               opt_state=plan.transfer_opt_state(r.state.opt_state, src.plan, r.state.params),
-                               rng=r.state.rng)
-            shards = shardings_of(abstract_train_state(model, tx, rng, example, mesh, plan))
+        except Exception as e:  # noqa: BLE001 - whatever the reason, the run must not silently reset Adam
+            where, diff = src.ckpt.directory / str(src.step), _optimizer_diff(c, _source_config(src))
             src.ckpt.close()
-            return plan, jax.device_put(state, shards), r.data_state
-        except (ValueError, KeyError, TypeError) as e:
-            logger.warning("optimizer state of %s not carried over (%s); starting it fresh", init, e)
+            raise ValueError(
+                f"sharing.init={init}: the optimizer state of checkpoint {where} cannot be carried over to this "
+                f"run ({type(e).__name__}: {_short(e)}){diff}. Use the source run's optimizer settings, or set "
+                f"sharing.reset_optimizer=True to copy the parameters and step and start the optimizer state "
+                f"fresh") from e
+        state = TrainState(step=r.state.step, params=plan.transfer(r.state.params, src.plan),
+                           opt_state=plan.transfer_opt_state(r.state.opt_state, src.plan, r.state.params),
+                           rng=r.state.rng)
+        shards = shardings_of(abstract_train_state(model, tx, rng, example, mesh, plan))
+        src.ckpt.close()
+        return plan, jax.device_put(state, shards), r.data_state
+    logger.info("optimizer state of %s not carried over (%s); it starts fresh", init, fresh)
     state = create_train_state(model, tx, rng, example, mesh, plan=plan)
     params = graft(jax.device_get(state.params), plan, src.params, src.plan)
     shards = shardings_of(state)
@@ -147,6 +166,55 @@ def start_plan_and_state(c, model, tx, rng, example, mesh, base: Any, vocab, wor
     opt_state = jax.jit(tx.init, out_shardings=shards.opt_state)(params)
     src.ckpt.close()
     return plan, state.replace(step=jnp.asarray(src.step, jnp.int32), params=params, opt_state=opt_state), None
+
+
+def _source_config(src: Source) -> dict | None:
+    """The config saved with the source checkpoint (None for checkpoints without one)."""
+    try:
+        return src.ckpt.restore_json(src.step, "config")
+    except ValueError:
+        return None
+
+
+def _trainable(config) -> str:
+    finetune = config.get("finetune")
+    return finetune.get("trainable", "all") if finetune is not None else "all"
+
+
+def _fresh_optimizer_reason(c, src: Source, src_base: Any, base: Any) -> str | None:
+    """Why the optimizer state of `src` is not to be carried over to a run of config `c` (None: it is)."""
+    if c.sharing.get("reset_optimizer", False):
+        return "sharing.reset_optimizer=True"
+    if jax.tree.structure(src_base) != jax.tree.structure(base):
+        mine, theirs = ({"/".join(path_names(p)) for p, _ in jax.tree_util.tree_flatten_with_path(t)[0]}
+                        for t in (base, src_base))
+        added, removed = sorted(mine - theirs), sorted(theirs - mine)
+        return (f"the parameter trees differ: {len(added)} leaves only in this run (e.g. {added[:2]}), "
+                f"{len(removed)} only in the source (e.g. {removed[:2]})")
+    src_config = _source_config(src)
+    if src_config is not None and _trainable(src_config) != _trainable(c):
+        return (f"this run trains finetune.trainable={_trainable(c)!r}, the source run trained "
+                f"{_trainable(src_config)!r}")
+    return None
+
+
+def _optimizer_diff(c, src_config: dict | None) -> str:
+    """'; the optimizer settings differ: optim.grad_accum 1 -> 2' (empty when they do not, or are unknown)."""
+    if not src_config or "optim" not in src_config:
+        return ""
+    old, new = src_config["optim"], c.optim.to_dict()
+    diffs = [f"optim.{k} {_plain(old.get(k))} -> {_plain(v)}" for k, v in new.items()
+             if _plain(old.get(k)) != _plain(v)]
+    return f"; the optimizer settings differ: {', '.join(diffs)}" if diffs else ""
+
+
+def _plain(v):
+    return list(v) if isinstance(v, tuple) else v
+
+
+def _short(e: Exception, limit: int = 400) -> str:
+    text = " ".join(str(e).split())
+    return text if len(text) <= limit else text[:limit] + " ..."
 
 
 def graft(fresh: Any, plan: SharingPlan, src_params: Any, src_plan: SharingPlan) -> Any:
@@ -175,8 +243,9 @@ def differentiate(run: str | Path, out: str | Path, budget: float, *, multiway_s
     """Gradient-guided differentiation of run `run`'s latest checkpoint up to `budget` × the shared size.
 
     Writes `out` as a run directory (config.json, vocab, `checkpoints/<step>` holding the split parameters,
-    the split Adam moments and the plan, and `analysis/quadruplets.csv`) that `mlst train --init OUT`
-    continues from. Returns the plan.
+    the split Adam moments and the plan, and `analysis/quadruplets.csv` of the task gradients) that
+    `mlst train --init OUT` continues from. A run already at the budget, or at the cap where no unit is left
+    to split, is written unchanged (no task gradients are computed). Returns the plan.
     """
     import shutil
 
@@ -254,6 +323,6 @@ class IterativeSchedule:
 
     def next_plan(self, step: int, plan: SharingPlan, base: Any, similarity_fn) -> SharingPlan:
         x = self.budget(step)
-        if budget_reached(plan, base, x):
+        if budget_reached(plan, base, x) or not splittable(plan):
             return plan
         return grad_plan(plan, base, x, similarity_fn())

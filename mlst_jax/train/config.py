@@ -78,6 +78,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.sharing.multiway_max = 0  # utterances of it (0 = all)
     c.sharing.iterative_every = 0  # K > 0 (with grad@X): differentiate every K steps during training
     c.sharing.iterative_rounds = 4  # ... reaching X after this many rounds
+    c.sharing.reset_optimizer = False  # with init: start the optimizer state fresh instead of carrying it over
 
     c.finetune = ml_collections.ConfigDict()
     c.finetune.trainable = "all"  # or an LNA variant / "adapters" (mlst_jax.finetune.lna); frozen params have no Adam state

@@ -176,7 +176,7 @@ def test_mlst_analyze(run, tmp_path, capsys):
 
     work, plan = run
     out = tmp_path / "analysis"
-    assert main(["analyze", "--workdir", str(work), "--multiway", "tst-COMMON", "--max-utterances", "5",
+    assert main(["analyze", "--checkpoint", str(work), "--multiway", "tst-COMMON", "--max-utterances", "5",
                  "--batch-size", "4", "--out", str(out), "--quiet"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["step"] == 7 and summary["utterances"] == 5 and set(summary["nll"]) == set(LANGS)
@@ -199,12 +199,18 @@ def test_mlst_analyze_errors(run, tmp_path, capsys):
 
     work, _ = run
     args = ["--multiway", "tst-COMMON", "--out", str(tmp_path / "x"), "--quiet"]
-    assert main(["analyze", "--workdir", str(tmp_path / "missing"), *args]) == 2
-    assert "no such run directory" in capsys.readouterr().err
+    assert main(["analyze", "--checkpoint", str(tmp_path / "missing"), *args]) == 2
+    assert f"{tmp_path / 'missing'}: no such run directory" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
-    assert main(["analyze", "--workdir", str(tmp_path / "empty"), *args]) == 2
+    assert main(["analyze", "--checkpoint", str(tmp_path / "empty"), *args]) == 2
     assert "no checkpoints/" in capsys.readouterr().err
+    assert main(["analyze", "--checkpoint", str(work), "--step", "3", *args]) == 2
+    assert "no checkpoint for step 3; saved steps: [7]" in capsys.readouterr().err
+    assert main(["analyze", "--checkpoint", str(work), "--multiway", "tst-HE", "--out", str(tmp_path / "x")]) == 2
+    assert "no split 'tst-HE'" in capsys.readouterr().err
+    # --workdir: the older name, kept as an alias of --checkpoint
     assert main(["analyze", "--workdir", str(work), "--step", "3", *args]) == 2
     assert "no checkpoint for step 3; saved steps: [7]" in capsys.readouterr().err
-    assert main(["analyze", "--workdir", str(work), "--multiway", "tst-HE", "--out", str(tmp_path / "x")]) == 2
-    assert "no split 'tst-HE'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # one of the two is required
+        main(["analyze", *args])
+    assert "the following arguments are required: --checkpoint/--workdir" in capsys.readouterr().err
