@@ -39,9 +39,14 @@ Expected BLEU (seed 001, CoVoST 2 test; the XMEF rows of Tables 3 and 5):
 The miniature of this model on the synthetic corpus (pretraining, LNA finetuning, zero-shot matrix) is
 `python -m mlst_jax.xmef.miniature --workdir DIR` (docs/xmef.md). Seed 001 gives no optimization settings; the
 `optim` values below are placeholders for a finetuning run, not the paper's.
+
+Finetuning on CoVoST 2 / Europarl-ST from HF checkpoints (commands for Tables 3, 5 and 6 in docs/reproducing.md):
+
+    mlst xmef-train --config configs/xmef_covost_large.py --workdir DIR --encoder W2V2_DIR --decoder MBART_DIR \\
+        --config.data.manual_dir=COVOST2_ROOT
 """
 from mlst_jax.train.config import base_config
-from mlst_jax.xmef.config import xmef_model_defaults
+from mlst_jax.xmef.config import add_train_fields, xmef_model_defaults
 
 COVOST_X_EN = ("fr", "de", "es", "ca", "it", "ru", "pt", "nl", "sl", "sv", "fa", "zh", "tr", "et", "mn", "ar", "lv",
                "cy", "ta", "ja", "id")
@@ -63,6 +68,9 @@ def get_config(arg: str = ""):
     c.data.src_langs = COVOST_X_EN
     c.data.directions = "x-en"  # mlst_jax.xmef.directions: x-en, en-x, english-centric, m2m or "de-en,en-fr"
     c.data.test_split = "test"
+    # `mlst xmef-train` fields (mlst_jax/xmef/config.py TRAIN_DEFAULTS): data.batch_size, data.max_seconds,
+    # data.bucket_seconds, data.max_target_tokens, data.eval_directions, data.lang_codes, data.loader_threads
+    add_train_fields(c)
 
     c.finetune.trainable = "lna-minimalist"
     if arg == "joint":

@@ -11,6 +11,19 @@ An XMEF config is a `base_config()` with `model.family = "xmef"` and a `model.xm
 | `joint_shared_layers` | joint speech-text finetuning: top encoder layers shared with the mBART text encoder (0: off) |
 
 `finetune.trainable` names the LNA variant (`mlst_jax.finetune.lna.VARIANTS["xmef"]`).
+
+Finetuning on a real corpus (`mlst xmef-train`, `mlst_jax.xmef.train`) also reads these `data` fields
+(`add_train_fields` adds them with the defaults of `TRAIN_DEFAULTS`; a config without them gets the same defaults):
+
+| field | meaning |
+|---|---|
+| `batch_size` | utterances per update (random over the training directions, weighted by `data.temperature`) |
+| `max_seconds` | training (and dev) utterances longer than this are dropped and counted (`too_long`) |
+| `bucket_seconds` | waveforms are padded to a multiple of this (at most `max_seconds`), targets to a power of two >= 16 tokens; 0: always to `max_seconds` and `max_target_tokens` (one compiled shape) |
+| `max_target_tokens` | longer target sequences (language code and `</s>` included) are dropped (`too_many_tokens`); at most the decoder's `max_position_embeddings` |
+| `eval_directions` | directions scored on `data.test_split` (same syntax as `data.directions`; "": the training directions) |
+| `lang_codes` | mBART-50 codes for target languages mBART-50 lacks, e.g. `"ca=es_XX,cy=fr_XX"` ("": none) |
+| `loader_threads` | threads loading training audio ahead of the updates |
 """
 from __future__ import annotations
 
@@ -60,6 +73,30 @@ def xmef_model_defaults() -> ml_collections.ConfigDict:
     m.adaptor_proj = False
     m.joint_shared_layers = 0
     return m
+
+
+TRAIN_DEFAULTS: dict[str, object] = {
+    "batch_size": 8,
+    "max_seconds": 30.0,
+    "bucket_seconds": 4.0,
+    "max_target_tokens": 256,
+    "eval_directions": "",
+    "lang_codes": "",
+    "loader_threads": 4,
+}
+
+
+def add_train_fields(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Adds the `data` fields of `mlst xmef-train` (`TRAIN_DEFAULTS`) that `c` lacks; returns `c`."""
+    for name, value in TRAIN_DEFAULTS.items():
+        if name not in c.data:
+            c.data[name] = value
+    return c
+
+
+def train_setting(c: ml_collections.ConfigDict, name: str):
+    """`c.data.<name>` of an XMEF training field, or its `TRAIN_DEFAULTS` value when the config has none."""
+    return c.data.get(name, TRAIN_DEFAULTS[name])
 
 
 def family(c: ml_collections.ConfigDict) -> str:
