@@ -22,6 +22,7 @@ from mlst_jax.data.synthetic.corpus import synthesize_corpus  # noqa: E402
 from mlst_jax.finetune import lna  # noqa: E402
 from mlst_jax.models.mbart import MBART50_LANG_CODES  # noqa: E402
 from mlst_jax.translator import Translator  # noqa: E402
+from mlst_jax.xmef import corpus_data  # noqa: E402
 from mlst_jax.xmef import train as xtrain  # noqa: E402
 
 pytestmark = pytest.mark.torch
@@ -213,10 +214,11 @@ def test_targets_match_hf_mbart50_tokenizer(env):
 
     vocab = MBart50Vocab(env["mbart"] / "sentencepiece.bpe.model")
     text = (env["corpus"] / "covost_v2.en_de.tsv").read_text().splitlines()[1].split("\t")[2]  # German
-    ids = xtrain.encode_target(vocab, text, vocab.lang_id("de"))
+    ids = corpus_data.encode_target(vocab, text, vocab.lang_id("de"))
     assert ids[0] == vocab.lang_id("de") and ids[-1] == 2 and 3 not in ids and vocab.decode(ids) == text
-    ex = xtrain.Example(None, tuple(ids), "en-de")
-    batch = xtrain.make_batch([ex], [np.ones(1000, np.float32)], xtrain.Padding(2000, 0, 64), "utterance", rows=2)
+    ex = corpus_data.Example(None, tuple(ids), "en-de")
+    batch = corpus_data.make_batch([ex], [np.ones(1000, np.float32)], corpus_data.Padding(2000, 0, 64), "utterance",
+                                   rows=2)
     n = len(ids)  # decoder input: </s> (decoder start), then the labels shifted right; no loss on the code
     assert batch["dec_in"][0, :n].tolist() == [2, *ids[:-1]] and batch["labels"][0, :n].tolist() == ids
     assert batch["weights"][0, :n].tolist() == [0.0] + [1.0] * (n - 1) and not batch["weights"][1].any()
