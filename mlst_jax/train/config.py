@@ -36,6 +36,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.eval_split = "dev"
     c.data.test_split = "tst-COMMON"
     c.data.vocab = ""  # SentencePiece model prefix; trained on the targets when empty
+    c.data.features = "audio"  # what the ArrayRecords store: audio (fbank on the fly) | fbank (computed once)
     c.data.max_frames = 3000
     c.data.max_frames_per_batch = 40000
     c.data.temperature = 1.0
@@ -126,6 +127,8 @@ def validate(c: ml_collections.ConfigDict, device_count: int | None = None, chec
         raise ValueError(f"data.tgt_langs / data.src_lang: unknown language code(s) {unknown}")
     if not langs or len(set(langs)) != len(langs):
         raise ValueError(f"data.tgt_langs must be non-empty and without repeats, got {list(langs)}")
+    if c.data.get("features", "audio") not in ("audio", "fbank"):
+        raise ValueError(f"data.features={c.data.features!r} must be 'audio' or 'fbank'")
     if check_paths:
         for field in ("manual_dir", "data_dir"):
             path = c.data[field]

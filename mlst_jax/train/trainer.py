@@ -57,7 +57,8 @@ def _builder_configs(c) -> tuple[str, Path, dict[str, str]]:
     pattern = {"mustc": "{s}-{t}", "covost2": "{s}_{t}", "europarl_st": "{s}-{t}"}.get(dataset)
     if pattern is None:
         raise ValueError(f"data.dataset={c.data.dataset!r} is not mustc, covost2, europarl_st or synthetic")
-    return dataset, manual, {t: pattern.format(s=src, t=t) for t in c.data.tgt_langs}
+    suffix = ".fbank" if c.data.get("features", "audio") == "fbank" else ""
+    return dataset, manual, {t: pattern.format(s=src, t=t) + suffix for t in c.data.tgt_langs}
 
 
 def trainable_mask(c, params: Any) -> Any:
