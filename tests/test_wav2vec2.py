@@ -6,6 +6,7 @@ import re
 import shutil
 import types
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,7 +16,8 @@ from mlst_jax.convert import load_pretrained
 from mlst_jax.convert.wav2vec2 import (load_fairseq_wav2vec2, load_hf_wav2vec2, parse_conv_layers,
                                        save_fairseq_wav2vec2, save_hf_wav2vec2)
 from mlst_jax.models import layers
-from mlst_jax.models.wav2vec2 import Wav2Vec2, Wav2Vec2Config, abstract_params, count_params, named_config, span_mask
+from mlst_jax.models.wav2vec2 import (FeatureProjection, PositionalConvEmbedding, Wav2Vec2, Wav2Vec2Config,
+                                      Wav2Vec2Encoder, abstract_params, count_params, named_config, span_mask)
 
 TOL = 1e-4
 LENGTHS = (1500, 1100, 833)
@@ -297,6 +299,14 @@ def test_layerdrop_skips_layers_only_in_training():
     assert bool(layers.layer_dropped(module, 1.0, deterministic=False))
 
 
+def mask_runs(row):
+    """Lengths of the runs of True in a 1-D bool mask."""
+    row = np.asarray(row).astype(int)
+    starts = np.flatnonzero(np.diff(np.concatenate([[0], row])) == 1)
+    ends = np.flatnonzero(np.diff(np.concatenate([row, [0]])) == -1)
+    return [int(e - s + 1) for s, e in zip(starts, ends)]
+
+
 def test_span_mask_follows_hf_rules():
     masks = jax.jit(span_mask, static_argnums=(2, 3, 4, 5))
     lengths = jnp.array([100, 60, 9])
@@ -305,13 +315,94 @@ def test_span_mask_follows_hf_rules():
         assert not row[n:].any()  # only valid frames are masked
         k = row.sum()
         assert 5 <= k <= max(int(0.4 * n / 5) + 1, 2) * 5  # at least one span (min_masks), at most the allowed
-        starts = np.flatnonzero(np.diff(np.concatenate([[0], row.astype(int)])) == 1)
-        ends = np.flatnonzero(np.diff(np.concatenate([row.astype(int), [0]])) == -1)
-        assert all(e - s + 1 >= 5 for s, e in zip(starts, ends))  # runs of whole spans
+        assert all(r >= 5 for r in mask_runs(row))  # runs of whole spans
     fractions = [np.asarray(masks(jax.random.PRNGKey(s), lengths, 100, 0.4, 5, 2))[0].mean() for s in range(20)]
     assert 0.25 < np.mean(fractions) <= 0.45  # 8-9 spans of 5 in 100 frames, a bit less from overlaps
     with pytest.raises(ValueError, match="mask_length"):
         span_mask(jax.random.PRNGKey(0), lengths, 4, 0.4, 5, 2)
+
+
+def test_channel_masking_in_training_only():
+    """SpecAugment along channels as HF's `Wav2Vec2Model._mask_hidden_states`: in training, spans of
+    `mask_feature_length` channels (>= `mask_feature_min_masks` spans, drawn per utterance) of the feature-projection
+    output are set to 0 at every time step, after time masking and before the positional conv; never at inference."""
+    span, min_masks, prob = 4, 2, 0.05
+    no_dropout = dict(hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, feat_proj_dropout=0.0,
+                      layerdrop=0.0)
+    cfg = Wav2Vec2Config(**{**TINY, **VARIANTS["base"], **no_dropout, "mask_time_prob": 0.0,
+                            "mask_feature_prob": prob, "mask_feature_length": span,
+                            "mask_feature_min_masks": min_masks})
+    h = cfg.hidden_size
+    # HF's compute_num_masked_span for the channel axis: max(int(prob·H/L + eps), min_masks), eps ~ U[0, 1)
+    assert {max(int(prob * h / span + eps), min_masks) for eps in (0.0, 0.999)} == {2}  # exactly 2 spans
+    lens = np.array([400, 330, 250])
+    wav = np.random.RandomState(0).randn(len(lens), lens.max()).astype(np.float32)
+    for i, n in enumerate(lens):
+        wav[i, n:] = 0.0
+    frames = cfg.feat_extract_output_lengths(int(lens.max()))
+    no_time = np.zeros((len(lens), frames), bool)
+
+    def runner(cfg):
+        def run(params, rng, time_mask, deterministic):
+            seen = {}
+
+            def spy(next_fun, args, kwargs, context):
+                if context.method_name == "__call__" and isinstance(context.module,
+                                                                    (Wav2Vec2Encoder, PositionalConvEmbedding)):
+                    seen[type(context.module).__name__] = args[0]  # the input
+                out = next_fun(*args, **kwargs)
+                if context.method_name == "__call__" and isinstance(context.module, FeatureProjection):
+                    seen["proj"] = out
+                return out
+
+            with nn.intercept_methods(spy):
+                out, valid = Wav2Vec2(cfg).apply({"params": params}, wav, lens, deterministic=deterministic,
+                                                 mask_time_indices=time_mask, rngs={"dropout": rng})
+            return out, valid, seen
+
+        jitted = jax.jit(run, static_argnums=3)
+        return lambda *a: jax.tree.map(np.asarray, jitted(*a))
+
+    params = random_params(abstract_params(cfg))
+    run = runner(cfg)
+    masks = []
+    for seed in range(4):
+        out, valid, seen = run(params, jax.random.PRNGKey(seed), no_time, False)
+        proj, enc_in = seen["proj"], seen["Wav2Vec2Encoder"]
+        zeroed = (enc_in == 0).all(axis=1)  # [B, H]: channels that are 0 at every frame (padding included)
+        # the rest is the projection, untouched: a channel is masked at all time steps of an utterance or at none
+        np.testing.assert_array_equal(enc_in, np.where(zeroed[:, None, :], 0.0, proj))
+        np.testing.assert_array_equal(seen["PositionalConvEmbedding"], enc_in * valid[..., None])
+        for row in zeroed:  # 2 distinct starts of `span` channels: two runs of `span` or one of span+1 .. 2·span
+            runs = mask_runs(row)
+            assert runs == [span, span] or (len(runs) == 1 and span < runs[0] <= 2 * span), runs
+        masks.extend(map(tuple, zeroed))
+        if seed == 0:
+            train0 = out
+    assert len(set(masks)) > 1  # drawn per utterance and per step
+
+    # time masking first (mask vector), then channel masking (0) on top, as HF
+    time_mask = no_time.copy()
+    time_mask[:, 2:6] = True
+    _, _, seen = run(params, jax.random.PRNGKey(0), time_mask, False)
+    zeroed = (seen["Wav2Vec2Encoder"] == 0).all(axis=1)
+    assert zeroed.any(1).all()
+    expected = np.where(time_mask[..., None], params["masked_spec_embed"], seen["proj"])
+    np.testing.assert_array_equal(seen["Wav2Vec2Encoder"], np.where(zeroed[:, None, :], 0.0, expected))
+
+    # inference never masks, even with an RNG at hand
+    out, _, seen = run(params, jax.random.PRNGKey(0), no_time, True)
+    np.testing.assert_array_equal(seen["Wav2Vec2Encoder"], seen["proj"])
+    assert np.abs(out - train0).max() > 1e-3
+
+    # with both probabilities 0 (and no dropout) training is inference
+    cfg0 = cfg.replace(mask_feature_prob=0.0)
+    assert not cfg0.has_masked_spec_embed
+    params0 = {k: v for k, v in params.items() if k != "masked_spec_embed"}
+    run0 = runner(cfg0)
+    train, _, seen = run0(params0, jax.random.PRNGKey(0), None, False)
+    np.testing.assert_array_equal(seen["Wav2Vec2Encoder"], seen["proj"])
+    np.testing.assert_allclose(train, run0(params0, jax.random.PRNGKey(0), None, True)[0], rtol=0, atol=1e-6)
 
 
 @pytest.mark.torch

@@ -14,7 +14,12 @@ import pytest
 from mlst_jax.convert import load_pretrained
 from mlst_jax.convert.xmef import config_from_hf, load_hf_xmef, save_hf_xmef, xmef_from_pretrained
 from mlst_jax.decode.beam_search import beam_search
-from mlst_jax.models.xmef import XMEF, XMEFConfig, abstract_params, count_params, init_decode_cache, paper_config
+from mlst_jax.finetune import lna
+from mlst_jax.models.mbart import MBartConfig
+from mlst_jax.models.wav2vec2 import Wav2Vec2Config
+from mlst_jax.models.xmef import (XMEF, LengthAdaptor, XMEFConfig, abstract_params, count_params, init_decode_cache,
+                                  paper_config)
+from mlst_jax.train.optim import count_trainable
 
 TOL = 1e-4
 MAX_DIFFS = {}
@@ -243,3 +248,72 @@ def test_paper_config_has_793m_parameters_without_allocation():
     assert sizes == {"encoder": 315_438_720, "adaptor": 18_880_512, "decoder": 458_670_080}
     assert count_params(params) == 792_989_312  # the paper's "793.0M"
     assert paper_config().output_lengths(16000 * 5) == 32  # 5 s: 249 wav2vec2 frames → 125 → 63 → 32
+
+
+def test_adaptor_layer_norm():
+    """fairseq's `Conv1dAdaptor(layernorm=True)`: `adaptor_layer_norm` adds one LayerNorm over the encoder width
+    (fairseq's `in_dim`; the paper's d = 1024 = H) on the adaptor input, trained with the adaptor."""
+    enc, dec = VARIANTS["base_proj"]
+    enc = Wav2Vec2Config.from_dict({**ENCODER, **enc})  # H = 24, narrower than the decoder: the norm is over H
+    plain = XMEFConfig(encoder=enc, decoder=MBartConfig.from_dict({**DECODER, **dec}), adaptor_layers=2)
+    cfg = plain.replace(adaptor_layer_norm=True)
+    h = enc.hidden_size
+    assert h != cfg.decoder.d_model
+
+    def shapes(tree):
+        return {"/".join(k.key for k in path): x.shape for path, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+    abstract, abstract_plain = abstract_params(cfg), abstract_params(plain)
+    assert shapes(abstract) == {**shapes(abstract_plain), "adaptor/layer_norm/scale": (h,),
+                                "adaptor/layer_norm/bias": (h,)}
+    assert count_params(abstract) - count_params(abstract_plain) == 2 * h
+
+    # finetuning: the norm belongs to the adaptor, which every variant but `none` trains
+    assert lna.side_of(("adaptor", "layer_norm", "scale"), lna.XMEF) == lna.ADAPTOR
+    for variant, trained in (("lna-minimalist", True), ("lna-minimalist-no-ln", True), ("none", False)):
+        mask = lna.trainable_mask(abstract, variant)
+        assert mask["adaptor"]["layer_norm"] == {"scale": trained, "bias": trained}, variant
+        grown = count_trainable(abstract, mask) - count_trainable(abstract_plain, lna.trainable_mask(abstract_plain,
+                                                                                                      variant))
+        assert grown == (2 * h if trained else 0), variant
+
+    rng = np.random.RandomState(0)
+    params = jax.tree.map(lambda x: (rng.randn(*x.shape) * 0.3).astype(np.float32), abstract)
+    params["adaptor"]["layer_norm"] = {"scale": (1 + 0.5 * rng.randn(h)).astype(np.float32),
+                                       "bias": (0.3 * rng.randn(h)).astype(np.float32)}
+    lens = np.array(LENGTHS)
+    wav = rng.randn(len(LENGTHS), max(LENGTHS)).astype(np.float32)
+    noisy = wav.copy()
+    for i, n in enumerate(LENGTHS):
+        wav[i, n:] = 0.0
+        noisy[i, n:] *= 3
+
+    model = XMEF(cfg)
+    encode = jax.jit(lambda p, w, l: model.apply({"params": p}, w, l, method=XMEF.encode))
+    encoder = jax.jit(lambda p, w, l: model.apply({"params": p}, w, l, method=lambda m, w, l: m.encoder(w, l)))
+
+    @jax.jit
+    def adaptor(x, lengths):  # without the norm
+        p = {k: v for k, v in params["adaptor"].items() if k != "layer_norm"}
+        return LengthAdaptor(plain).apply({"params": p}, x, lengths)[0]
+
+    enc_out, enc_valid = map(np.asarray, encoder(params, wav, lens))
+    out, valid = map(np.asarray, encode(params, wav, lens))
+    x = enc_out.astype(np.float64)
+    x = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-5)  # torch's LayerNorm epsilon
+    x = x * params["adaptor"]["layer_norm"]["scale"] + params["adaptor"]["layer_norm"]["bias"]
+    ref = np.asarray(adaptor(x.astype(np.float32), enc_valid.sum(-1)))
+    assert valid.sum(1).tolist() == [cfg.output_lengths(n) for n in LENGTHS]
+    np.testing.assert_allclose(out, ref, rtol=0, atol=1e-5 * np.abs(ref).max())
+    assert np.abs(np.asarray(adaptor(enc_out, enc_valid.sum(-1))) - out).max() > 1e-2  # the norm is applied
+
+    # padding still never changes valid outputs: padded rows equal their utterance alone (the norm makes padded
+    # encoder frames nonzero, the adaptor zeroes them; rows 1 and 2 have an odd frame count before conv 1 and 2,
+    # where a conv window reaches past the end; noisy padding alone cannot show this, as wav2vec 2.0's padded
+    # frames do not depend on the padding values), and padding values do not matter
+    for i in (1, 2):
+        alone = np.asarray(encode(params, wav[i:i + 1, :LENGTHS[i]], lens[i:i + 1])[0])[0]
+        assert len(alone) == valid[i].sum() < out.shape[1]
+        np.testing.assert_allclose(out[i, :len(alone)], alone, rtol=0, atol=1e-5 * np.abs(out).max())
+    noisy_out = np.asarray(encode(params, noisy, lens)[0])
+    np.testing.assert_allclose(noisy_out[valid], out[valid], rtol=0, atol=1e-5 * np.abs(out).max())
