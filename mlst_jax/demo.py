@@ -53,6 +53,16 @@ def _size(run: Path, langs) -> tuple[int, int]:
     return src.plan.num_params(base), SharingPlan.shared(base, langs).num_params(base)
 
 
+class Preempted(SystemExit):
+    """SIGTERM stopped a training stage (after saving it): the demo stops too; running it again continues."""
+
+
+def _stop_if_preempted(result: dict) -> None:
+    if result.get("preempted"):
+        _say(f"stopped by SIGTERM at step {result['step']} (saved); run the demo again to continue from there")
+        raise Preempted(143)
+
+
 def run_demo(workdir: str | Path, *, bilingual: bool = False, corpus: str | Path | None = None,
              config: str | Path = CONFIG, size: str = "demo") -> Path:
     """Runs every stage into `workdir` (`config`: the shared model's experiment config; `size`: the synthetic
@@ -87,7 +97,7 @@ def run_demo(workdir: str | Path, *, bilingual: bool = False, corpus: str | Path
     shared = runs / "multilingual"
     _say(f"2/5 training the fully shared multilingual model ({shared_steps} steps) in {shared}")
     t = time.perf_counter()
-    train_and_evaluate(_config(config, corpus, workdir, shared_steps, shared_vocab=False), shared)
+    _stop_if_preempted(train_and_evaluate(_config(config, corpus, workdir, shared_steps, shared_vocab=False), shared))
     timings["multilingual"] = time.perf_counter() - t
 
     # -- 3. from the shared model -----------------------------------------------------------------------
@@ -105,7 +115,8 @@ def run_demo(workdir: str | Path, *, bilingual: bool = False, corpus: str | Path
         else:
             init, strategy = shared, "multilingual" if name == "joint_ft" else name
         _say(f"3/5 [{i + 1}/{len(systems)}] {name}: {extra} more steps from the shared model")
-        train_and_evaluate(_config(config, corpus, workdir, total, strategy=strategy, init=str(init)), run)
+        _stop_if_preempted(train_and_evaluate(_config(config, corpus, workdir, total, strategy=strategy,
+                                                      init=str(init)), run))
         timings[name] = time.perf_counter() - t
 
     # -- 4. test BLEU -----------------------------------------------------------------------------------

@@ -379,6 +379,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         writer.close()
         pipeline.close()
     results["step"] = step
+    results["preempted"] = bool(preempt is not None and preempt.requested)
     if last_eval is None:
         logger.info("no evaluation ran (already at step %d)", step)
     return results

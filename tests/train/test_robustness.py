@@ -69,11 +69,14 @@ def test_sigterm_saves_the_current_step(reference_run, tiny_data, subprocess_env
     proc = start_main(args, workdir, subprocess_env)
     run_until(proc, workdir, term_at)
     proc.send_signal(signal.SIGTERM)
-    stopped = finish(proc, workdir)["step"]  # exits cleanly, reporting the step it stopped at
+    result = finish(proc, workdir)  # exits cleanly, reporting the step it stopped at
+    stopped = result["step"]
+    assert result["preempted"] is True
     assert term_at <= stopped < MAX and max(saved_steps(workdir)) == stopped
     assert f"preemption requested: saving step {stopped}" in Path(f"{workdir}.err").read_text()
 
-    assert finish(start_main(args, workdir, subprocess_env), workdir)["step"] == MAX
+    result = finish(start_main(args, workdir, subprocess_env), workdir)
+    assert result["step"] == MAX and result["preempted"] is False
     assert_same_params(params_at(workdir, MAX), ref_params)
 
 
