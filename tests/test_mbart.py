@@ -14,6 +14,7 @@ from mlst_jax.convert import load_pretrained
 from mlst_jax.convert.mbart import load_hf_mbart, save_hf_mbart
 from mlst_jax.models.mbart import (MBART50_LANG_CODES, MBart, MBartConfig, abstract_decoder_params, count_params,
                                    init_decode_cache, mbart50_code, mbart50_lang_id)
+from torch_reference import perturb
 
 TOL = 1e-4
 MAX_DIFFS = {}
@@ -37,18 +38,6 @@ def record(name, diff):
 def report_diffs():
     yield
     print("\nmax |diff| vs HF:", {k: f"{v:.2e}" for k, v in sorted(MAX_DIFFS.items())})
-
-
-def perturb(torch, model):
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("bias"):
-                p.normal_(0.0, 0.1)
-            elif "norm" in name:
-                p.normal_(1.0, 0.2)
-            else:
-                p.normal_(0.0, float(np.prod(p.shape[1:])) ** -0.5)
-    return model.eval()
 
 
 @pytest.fixture(scope="module", params=sorted(VARIANTS))

@@ -16,6 +16,7 @@ from mlst_jax import cli  # noqa: E402
 from mlst_jax.convert.xmef import MBart50Vocab  # noqa: E402
 from mlst_jax.models.mbart import MBART50_LANG_CODES  # noqa: E402
 from mlst_jax.translator import Translator  # noqa: E402
+from torch_reference import perturb
 
 pytestmark = pytest.mark.torch
 
@@ -34,18 +35,6 @@ DECODER = dict(d_model=32, decoder_layers=2, decoder_attention_heads=4, decoder_
                scale_embedding=True, is_decoder=True, add_cross_attention=True, tie_word_embeddings=False)
 
 
-def _perturb(model):
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("bias"):
-                p.normal_(0.0, 0.1)
-            elif "norm" in name and p.ndim == 1:
-                p.normal_(1.0, 0.2)
-            else:
-                p.normal_(0.0, float(np.prod(p.shape[1:])) ** -0.5)
-    return model.eval()
-
-
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     """An HF wav2vec2 + mBART directory with a tiny mBART-50-layout tokenizer (`hf`), the same weights as
@@ -61,7 +50,7 @@ def env(tmp_path_factory):
         transformers.Wav2Vec2Config(**ENCODER), transformers.MBartConfig(vocab_size=vocab_size, **DECODER))
     config.decoder_start_token_id, config.pad_token_id, config.eos_token_id = EOS, PAD, EOS
     torch.manual_seed(0)
-    hf = _perturb(transformers.SpeechEncoderDecoderModel(config))
+    hf = perturb(torch, transformers.SpeechEncoderDecoderModel(config))
     with torch.no_grad():  # no logit for the language codes and <mask>: greedy picks text, input-dependent
         hf.decoder.lm_head.weight[sp_size + 1:] = 0.0
     hf.generation_config.forced_eos_token_id = None  # MBart's default would force </s> at max_length

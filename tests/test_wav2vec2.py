@@ -18,6 +18,7 @@ from mlst_jax.convert.wav2vec2 import (load_fairseq_wav2vec2, load_hf_wav2vec2, 
 from mlst_jax.models import layers
 from mlst_jax.models.wav2vec2 import (FeatureProjection, PositionalConvEmbedding, Wav2Vec2, Wav2Vec2Config,
                                       Wav2Vec2Encoder, abstract_params, count_params, named_config, span_mask)
+from torch_reference import perturb
 
 TOL = 1e-4
 LENGTHS = (1500, 1100, 833)
@@ -43,19 +44,6 @@ def record(name, diff):
 def report_diffs():
     yield
     print("\nmax |diff| vs HF:", {k: f"{v:.2e}" for k, v in sorted(MAX_DIFFS.items())})
-
-
-def perturb(torch, model):
-    """Moves biases and norms away from their defaults so that parity tests see every parameter."""
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("bias"):
-                p.normal_(0.0, 0.1)
-            elif "norm" in name and p.ndim == 1:
-                p.normal_(1.0, 0.2)
-            else:
-                p.normal_(0.0, float(np.prod(p.shape[1:])) ** -0.5)
-    return model.eval()
 
 
 @pytest.fixture(scope="module", params=sorted(VARIANTS))

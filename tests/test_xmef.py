@@ -20,6 +20,7 @@ from mlst_jax.models.wav2vec2 import Wav2Vec2Config
 from mlst_jax.models.xmef import (XMEF, LengthAdaptor, XMEFConfig, abstract_params, count_params, init_decode_cache,
                                   paper_config)
 from mlst_jax.train.optim import count_trainable
+from torch_reference import perturb
 
 TOL = 1e-4
 MAX_DIFFS = {}
@@ -50,18 +51,6 @@ def record(name, diff):
 def report_diffs():
     yield
     print("\nmax |diff| vs HF:", {k: f"{v:.2e}" for k, v in sorted(MAX_DIFFS.items())})
-
-
-def perturb(torch, model):
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("bias"):
-                p.normal_(0.0, 0.1)
-            elif "norm" in name and p.ndim == 1:
-                p.normal_(1.0, 0.2)
-            else:
-                p.normal_(0.0, float(np.prod(p.shape[1:])) ** -0.5)
-    return model.eval()
 
 
 def hf_model(transformers, torch, name, seed=0):

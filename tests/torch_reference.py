@@ -1,0 +1,15 @@
+"""Helpers shared by the parity tests against transformers' PyTorch models."""
+import numpy as np
+
+
+def perturb(torch, model):
+    """Moves biases and norms away from their defaults so that parity tests see every parameter; eval mode."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias"):
+                p.normal_(0.0, 0.1)
+            elif "norm" in name and p.ndim == 1:
+                p.normal_(1.0, 0.2)
+            else:
+                p.normal_(0.0, float(np.prod(p.shape[1:])) ** -0.5)
+    return model.eval()
