@@ -25,6 +25,8 @@ def get_config():
     """The synth_demo_tiny experiment config."""
     c = _synth_tiny()
     c.data.tgt_langs = MUSTC_LANGS
+    c.optim.ctc_weight = 0.3
+    c.data.ctc_max_chars = 96
     c.train.max_updates = 12
     c.train.log_every = 4
     c.train.eval_every = 0

@@ -66,6 +66,14 @@ def test_report_table(demo_run, capsys):
                         r"grad@2\.0 \(.*\) (beat|did not beat) enc \(.*\) on this run\.", verdict)
 
 
+def test_shared_model_trains_with_the_auxiliary_ctc_loss(demo_run):
+    workdir, _ = demo_run
+    for run in ("multilingual", "grad_2.0"):
+        logged = [json.loads(l) for l in (workdir / "runs" / run / "metrics.jsonl").read_text().splitlines()]
+        ctc = [m["ctc"] for m in logged if m.get("split") == "train"]
+        assert ctc and all(0.0 < c < 1e3 for c in ctc), ctc
+
+
 def test_similarity_figures_and_quadruplets(demo_run):
     workdir, report = demo_run
     analysis = workdir / "analysis"

@@ -71,8 +71,11 @@ def s2t_params_from_state_dict(state: dict[str, np.ndarray], config: S2TConfig, 
 
 
 def s2t_state_dict(params: Any, config: S2TConfig, rule: NameRule) -> dict[str, np.ndarray]:
-    """Torch-layout state dict of `params`, after checking that they fit `config`."""
+    """Torch-layout state dict of `params`, after checking that they fit `config`; the training-only CTC layer
+    (`ctc_proj`) is left out."""
     refuse_adapters(config, "params to export")
+    if config.ctc_vocab_size:
+        params, config = {k: v for k, v in params.items() if k != "ctc_proj"}, config.replace(ctc_vocab_size=0)
     state = to_state_dict(params, rule)
     s2t_params_from_state_dict(state, config, rule, "params to export")
     return state
@@ -93,6 +96,7 @@ def config_to_hf(config: S2TConfig, storage_dtype: str = "float32") -> dict[str,
     d = config.to_dict()
     d.pop("dtype")
     d.pop("adapter_dim")
+    d.pop("ctc_vocab_size")  # the training-only CTC layer is not exported
     return {"model_type": "speech_to_text", "architectures": ["Speech2TextForConditionalGeneration"],
             "is_encoder_decoder": True, "num_conv_layers": config.num_conv_layers, "dtype": storage_dtype, **d}
 

@@ -40,7 +40,10 @@ Batch dict: ``features`` float32 [..., T, 80] (zero past each length), ``feature
 ``decoder_input`` int32 ``[</s>, tag, tokens...]`` padded with ``<pad>``, ``target`` int32 ``[tag,
 tokens..., </s>]``, ``loss_weights`` float32 (0 at padding and at the tag), ``valid`` int32 (0 for rows
 that only fill the shape), ``index`` int32 (row's example index in its source, -1 for padding), and
-``group_lang`` [n_groups] or ``lang`` [B] int32.
+``group_lang`` [n_groups] or ``lang`` [B] int32. With ``ctc_max_chars > 0``, training batches also carry the
+source transcript (``src_text``) as ``ctc_labels`` int32 [..., ctc_max_chars] with ``ctc_label_paddings``
+float32 (1 past the transcript; all 1 for a transcript longer than ``ctc_max_chars``, counted in
+``stats.ctc_too_long``).
 """
 from __future__ import annotations
 
@@ -58,6 +61,7 @@ import numpy as np
 from mlst_jax.audio.cmvn import GlobalCMVN, utterance_cmvn
 from mlst_jax.audio.fbank import FRAME_LENGTH, FRAME_SHIFT, NUM_MEL_BINS, num_frames
 from mlst_jax.audio.specaugment import get_policy
+from mlst_jax.train.ctc import char_labels
 from mlst_jax.data.vocab import EOS_ID, PAD_ID
 
 __all__ = [
@@ -108,6 +112,7 @@ class PipelineConfig:
     worker_count: int = 0
     read_threads: int = 2
     prefetch: int = 4
+    ctc_max_chars: int = 0  # > 0: training batches carry the source transcript as CTC labels (mlst_jax.train.ctc)
 
     def __post_init__(self):
         if list(self.frame_buckets) != sorted(set(self.frame_buckets)) or not self.frame_buckets:
@@ -124,6 +129,8 @@ class PipelineConfig:
             raise ValueError(f"cmvn must be 'utterance', 'global' or None, got {self.cmvn!r}")
         if self.cmvn == "global" and not self.global_cmvn_path:
             raise ValueError("cmvn='global' needs global_cmvn_path (a GlobalCMVN .npz)")
+        if self.ctc_max_chars < 0:
+            raise ValueError(f"ctc_max_chars must be >= 0, got {self.ctc_max_chars}")
         if self.on_bad_example not in ("skip", "raise"):
             raise ValueError(f"on_bad_example must be 'skip' or 'raise', got {self.on_bad_example!r}")
         get_policy(self.specaugment)
@@ -169,6 +176,7 @@ class PipelineStats:
     dropped_by_lang: dict[str, collections.Counter] = dataclasses.field(default_factory=dict)
     epoch_examples: dict[str, int] = dataclasses.field(default_factory=dict)
     load_errors: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    ctc_too_long: collections.Counter = dataclasses.field(default_factory=collections.Counter)
 
     @property
     def dropped(self) -> collections.Counter:
@@ -182,6 +190,9 @@ class PipelineStats:
             drops = ", ".join(f"{r}={c}" for r, c in sorted(self.dropped_by_lang.get(lang, {}).items()) if c) or "none"
             per_epoch = f", {self.epoch_examples[lang]} per epoch" if lang in self.epoch_examples else ""
             lines.append(f"{lang}: kept {self.kept[lang]}, dropped {drops}{per_epoch}")
+        if self.ctc_too_long:
+            lines.append("transcripts too long for CTC labels (no CTC loss on them): "
+                         + ", ".join(f"{l}={n}" for l, n in sorted(self.ctc_too_long.items())))
         return "\n".join(lines)
 
 
@@ -400,6 +411,7 @@ class _BatchLoader:
         self.specaugment = get_policy(cfg.specaugment) if train else None
         self.seed, self.shard_index, self.on_bad = cfg.seed, shard_index, cfg.on_bad_example
         self.stats = stats
+        self.train, self.ctc_max_chars = train, cfg.ctc_max_chars
 
     def __call__(self, spec: dict) -> dict[str, np.ndarray]:
         (*lead, t, _), (*_, u) = spec["shape"]
@@ -411,6 +423,8 @@ class _BatchLoader:
         dec, tgt = np.full((r, u), PAD_ID, np.int32), np.full((r, u), PAD_ID, np.int32)
         weights = np.zeros((r, u), np.float32)
         valid = np.zeros(r, np.int32)
+        n_ctc = self.ctc_max_chars if self.train else 0
+        ctc_labels, ctc_pad = np.zeros((r, n_ctc), np.int32), np.ones((r, n_ctc), np.float32)
         for s in np.unique(slot[slot >= 0]):
             rows = np.flatnonzero(slot == s)
             for row, ex in zip(rows, _read(self.sources[s], example[rows])):
@@ -437,6 +451,8 @@ class _BatchLoader:
                     lengths[row] = samples[row] = 0
                     continue
                 valid[row] = 1
+                if n_ctc:
+                    self._ctc(ex, row, lang[row], ctc_labels, ctc_pad)
                 tgt[row, : len(ids)] = ids
                 dec[row, : len(ids)] = [EOS_ID] + ids[:-1]
                 weights[row, 1 : len(ids)] = 1.0
@@ -455,6 +471,8 @@ class _BatchLoader:
                 feats[row] = self.specaugment(feats[row], rng, lengths[row])
         out = dict(features=feats, feature_lengths=lengths, decoder_input=dec, target=tgt, loss_weights=weights,
                    valid=valid, index=np.where(valid == 1, example, -1).astype(np.int32))
+        if n_ctc:
+            out.update(ctc_labels=ctc_labels, ctc_label_paddings=ctc_pad)
         out = {k: v.reshape(*lead, *v.shape[1:]) for k, v in out.items()}
         if spec["group_lang"] is not None:
             out["group_lang"] = spec["group_lang"]
@@ -468,6 +486,18 @@ class _BatchLoader:
         if self.cmvn == "global":
             feats = self.global_cmvn.apply(feats)
         return np.where((np.arange(feats.shape[1]) < lengths[:, None])[..., None], feats, 0.0).astype(np.float32)
+
+    def _ctc(self, ex, row: int, lang: int, labels: np.ndarray, paddings: np.ndarray) -> None:
+        """The row's source transcript as CTC labels; a transcript longer than ctc_max_chars gets none (counted)."""
+        if "src_text" not in ex:
+            raise ValueError("CTC labels need the source transcript, but the example has no 'src_text' "
+                             f"(keys: {sorted(ex)})")
+        ids = char_labels(_text(ex["src_text"]))
+        if len(ids) > labels.shape[1]:
+            self.stats.ctc_too_long[self.langs[lang]] += 1
+            return
+        labels[row, : len(ids)] = ids
+        paddings[row, : len(ids)] = 0.0
 
 
 def _fbank_cpu(waves: np.ndarray, n_samples: np.ndarray) -> np.ndarray:

@@ -59,6 +59,8 @@ class S2TConfig:
     # Bottleneck size of the residual adapter after every encoder and decoder layer (seed 000's Adapter
     # baseline; `mlst_jax.finetune.adapters`). 0: no adapters, and the parameter tree is the plain model's.
     adapter_dim: int = 0
+    # Output size of the auxiliary CTC layer on the encoder (`mlst_jax.train.ctc`); 0: no such layer.
+    ctc_vocab_size: int = 0
 
     def __post_init__(self):
         object.__setattr__(self, "conv_kernel_sizes", tuple(int(k) for k in self.conv_kernel_sizes))
@@ -71,6 +73,8 @@ class S2TConfig:
             raise ValueError(f"conv_channels={self.conv_channels} must be even (GLU halves it)")
         if self.adapter_dim < 0:
             raise ValueError(f"adapter_dim={self.adapter_dim} must be >= 0 (0: no adapters)")
+        if self.ctc_vocab_size < 0:
+            raise ValueError(f"ctc_vocab_size={self.ctc_vocab_size} must be >= 0 (0: no CTC layer)")
 
     @property
     def num_conv_layers(self) -> int:
@@ -300,11 +304,24 @@ class S2TTransformer(nn.Module):
     def setup(self):
         self.encoder = S2TEncoder(self.config)
         self.decoder = S2TDecoder(self.config)
+        if self.config.ctc_vocab_size:
+            self.ctc_proj = nn.Dense(self.config.ctc_vocab_size, name="ctc_proj")
 
     def __call__(self, features: Array, feature_lengths: Array, decoder_input_ids: Array,
                  deterministic: bool = True) -> Array:
         enc_out, enc_valid = self.encoder(features, feature_lengths, deterministic)
+        if self.config.ctc_vocab_size and self.is_initializing():
+            self.ctc_proj(enc_out)
         return self.decoder(decoder_input_ids, enc_out, enc_valid, deterministic)
+
+    def with_ctc(self, features: Array, feature_lengths: Array, decoder_input_ids: Array,
+                 deterministic: bool = True) -> tuple[Array, Array, Array]:
+        """(decoder logits [B, U, V], CTC logits [B, S, C] of the encoder output, encoder valid mask [B, S])."""
+        if not self.config.ctc_vocab_size:
+            raise ValueError("with_ctc needs a model with ctc_vocab_size > 0")
+        enc_out, enc_valid = self.encoder(features, feature_lengths, deterministic)
+        logits = self.decoder(decoder_input_ids, enc_out, enc_valid, deterministic)
+        return logits, self.ctc_proj(enc_out.astype(jnp.float32)), enc_valid
 
     def encode(self, features: Array, feature_lengths: Array, deterministic: bool = True):
         """features [B, T, 80], lengths [B] → (encoder output [B, S, d], valid mask [B, S])."""

@@ -120,8 +120,8 @@ def compile_train_step(config: ml_collections.ConfigDict, mesh: str | dict[str, 
         raise ValueError(f"{e}{hint}") from None
     mesh_ = shd.make_mesh(data, fsdp, tensor)
 
-    from mlst_jax.train.trainer import (TRAIN_KEYS, _batch_structs, _local_batch_devices, _pipeline_config,
-                                        trainable_mask)
+    from mlst_jax.train.trainer import (_batch_structs, _ctc_chars, _local_batch_devices, _pipeline_config,
+                                        train_keys, trainable_mask)
 
     pcfg = _pipeline_config(c, train=True)
     if not frames:
@@ -142,11 +142,11 @@ def compile_train_step(config: ml_collections.ConfigDict, mesh: str | dict[str, 
     rng = jax.eval_shape(lambda: jax.random.PRNGKey(c.seed))
     plan = _plan(c, base)
     target = abstract_train_state(model, tx, rng, example, mesh_, plan)
-    keys = TRAIN_KEYS if plan.is_shared else TRAIN_KEYS + ("group_lang",)
+    keys = train_keys(c, plan.is_shared)
     batch_shardings = shd.stratified_batch_shardings(mesh_, keys)
     step = make_train_step(model, tx, label_smoothing=c.optim.label_smoothing, mesh=mesh_,
                            state_shardings=shardings_of(target), batch_shardings=batch_shardings,
-                           plan=None if plan.is_shared else plan)
+                           plan=None if plan.is_shared else plan, ctc_weight=c.optim.get("ctc_weight", 0.0))
 
     report: dict[str, Any] = {
         "mesh": {"data": data, "fsdp": fsdp, "tensor": tensor}, "devices": n, "backend": jax.default_backend(),
@@ -159,7 +159,7 @@ def compile_train_step(config: ml_collections.ConfigDict, mesh: str | dict[str, 
     for shape in chosen:
         global_shape = global_batch_shape(shape)
         structs = {k: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=batch_shardings[k])
-                   for k, s in _batch_structs(global_shape, plan.is_shared).items() if k in keys}
+                   for k, s in _batch_structs(global_shape, plan.is_shared, _ctc_chars(c)).items() if k in keys}
         t0 = time.perf_counter()
         compiled = step.lower(target, structs).compile()
         flops = _flops(compiled)

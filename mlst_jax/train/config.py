@@ -42,6 +42,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.temperature = 1.0
     c.data.specaugment = "ld"
     c.data.cmvn = "utterance"
+    c.data.ctc_max_chars = 256  # with optim.ctc_weight > 0: longer transcripts get no CTC loss
 
     c.optim = ml_collections.ConfigDict()
     c.optim.optimizer = "adam"
@@ -55,6 +56,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.optim.clip_norm = 10.0
     c.optim.grad_accum = 8  # fairseq's update_freq
     c.optim.label_smoothing = 0.1
+    c.optim.ctc_weight = 0.0  # > 0: auxiliary CTC loss on the encoder over the transcript (mlst_jax.train.ctc)
 
     c.train = ml_collections.ConfigDict()
     c.train.max_updates = 100000
@@ -96,8 +98,11 @@ def base_config() -> ml_collections.ConfigDict:
 
 def model_config(c: ml_collections.ConfigDict) -> S2TConfig:
     """The S2TConfig an experiment config describes."""
+    from mlst_jax.train.ctc import VOCAB_SIZE
+
+    ctc = VOCAB_SIZE if c.optim.get("ctc_weight", 0.0) > 0 else 0
     return named_config(c.model.arch, vocab_size=c.model.vocab_size, tie_word_embeddings=c.model.tie_word_embeddings,
-                        dtype=c.model.dtype, **c.model.overrides.to_dict())
+                        dtype=c.model.dtype, ctc_vocab_size=ctc, **c.model.overrides.to_dict())
 
 
 def resolve_mesh(c: ml_collections.ConfigDict, device_count: int) -> tuple[int, int, int]:
@@ -140,8 +145,8 @@ def validate(c: ml_collections.ConfigDict, device_count: int | None = None, chec
         parse_strategy(c.sharing.strategy)
     except ValueError as e:
         raise ValueError(f"sharing.strategy: {e}") from None
-    for field in ("lr", "clip_norm", "label_smoothing"):
-        if c.optim[field] < 0:
+    for field in ("lr", "clip_norm", "label_smoothing", "ctc_weight"):
+        if c.optim.get(field, 0.0) < 0:
             raise ValueError(f"optim.{field}={c.optim[field]} must be >= 0")
     if c.optim.grad_accum < 1:
         raise ValueError(f"optim.grad_accum={c.optim.grad_accum} must be >= 1")

@@ -44,6 +44,17 @@ __all__ = ["train_and_evaluate", "average_checkpoints", "evaluate", "data_source
 logger = logging.getLogger(__name__)
 
 TRAIN_KEYS = ("features", "feature_lengths", "decoder_input", "target", "loss_weights", "valid")
+CTC_KEYS = ("ctc_labels", "ctc_label_paddings")
+
+
+def _ctc_chars(c) -> int:
+    """CTC labels per training row (0: no auxiliary CTC loss)."""
+    return c.data.get("ctc_max_chars", 256) if c.optim.get("ctc_weight", 0.0) > 0 else 0
+
+
+def train_keys(c, shared: bool) -> tuple[str, ...]:
+    """The batch keys a training step of config `c` reads (under a shared plan or not)."""
+    return TRAIN_KEYS + (CTC_KEYS if _ctc_chars(c) else ()) + (() if shared else ("group_lang",))
 
 
 # -- data ------------------------------------------------------------------------------------------------
@@ -132,7 +143,7 @@ def _pipeline_config(c, train: bool) -> pl.PipelineConfig:
     return pl.PipelineConfig(max_frames=c.data.max_frames, max_frames_per_batch=c.data.max_frames_per_batch,
                              langs=tuple(c.data.tgt_langs), temperature=c.data.temperature,
                              specaugment=(c.data.specaugment or None) if train else None,
-                             cmvn=c.data.cmvn or None, seed=c.seed, **extra)
+                             cmvn=c.data.cmvn or None, seed=c.seed, ctc_max_chars=_ctc_chars(c), **extra)
 
 
 def _eval_batch_size(c, n_devices: int) -> int:
@@ -195,7 +206,9 @@ class _Evaluator:
                     sums += (m["nll_sum"], m["ntokens"])
                 rows = np.flatnonzero(batch["valid"])
                 if limit and len(hyps) >= limit:
-                    continue
+                    if with_loss and self.eval_step is not None:
+                        continue
+                    break  # nothing more to score
                 ids = translator.generate(batch["features"][rows], batch["feature_lengths"][rows], lang,
                                           beam_size=e.beam, length_penalty=e.lenpen, max_len_a=e.max_len_a,
                                           max_len_b=e.max_len_b) if rows.size else []
@@ -293,11 +306,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
 
     # -- step -------------------------------------------------------------------------------------------
     def step_for(plan):
-        keys = TRAIN_KEYS if plan.is_shared else TRAIN_KEYS + ("group_lang",)
+        keys = train_keys(c, plan.is_shared)
         batch_sharding = shd.stratified_batch_shardings(mesh, keys)
         return keys, batch_sharding, make_train_step(model, tx, label_smoothing=c.optim.label_smoothing, mesh=mesh,
                                                      state_shardings=shardings, batch_shardings=batch_sharding,
-                                                     plan=None if plan.is_shared else plan)
+                                                     plan=None if plan.is_shared else plan,
+                                                     ctc_weight=c.optim.get("ctc_weight", 0.0))
     keys, batch_sharding, train_step = step_for(plan)
     schedule = sharing_training.IterativeSchedule.from_config(c)
 
@@ -314,7 +328,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
 
         shape = global_batch_shape(pipeline.batch_shapes()[0])
         batch_structs = {k: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=batch_sharding[k])
-                         for k, s in _batch_structs(shape, plan.is_shared).items()}
+                         for k, s in _batch_structs(shape, plan.is_shared, _ctc_chars(c)).items()}
         flops = step_flops(train_step, target, batch_structs)
         flops = flops * mesh.devices.size if flops else None  # XLA counts one device's share
     writer = MetricsWriter(workdir, total_steps=c.train.max_updates, initial_step=start,
@@ -390,9 +404,12 @@ def _all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack([jnp.isfinite(x).all() for x in jax.tree.leaves(tree)]))
 
 
-def _batch_structs(shape: pl.BatchShape, shared: bool = True) -> dict[str, jax.ShapeDtypeStruct]:
+def _batch_structs(shape: pl.BatchShape, shared: bool = True, ctc_chars: int = 0) -> dict[str, jax.ShapeDtypeStruct]:
     lead = shape.tokens[:-1]
     extra = {} if shared else {"group_lang": jax.ShapeDtypeStruct(lead[:1], jnp.int32)}
+    if ctc_chars:
+        extra.update(ctc_labels=jax.ShapeDtypeStruct((*lead, ctc_chars), jnp.int32),
+                     ctc_label_paddings=jax.ShapeDtypeStruct((*lead, ctc_chars), jnp.float32))
     return {**extra, "features": jax.ShapeDtypeStruct(shape.features, jnp.float32),
             "feature_lengths": jax.ShapeDtypeStruct(lead, jnp.int32),
             "decoder_input": jax.ShapeDtypeStruct(shape.tokens, jnp.int32),
