@@ -6,7 +6,8 @@ updates per system.
 
     make demo            # = python -m mlst_jax.demo --workdir workdir/demo
 
-Expected result: see docs/benchmarks.md ("The main job") for the measured table and times.
+Expected result (2-core CPU, docs/benchmarks.md "The main job"): about 19 minutes in all; average test BLEU
+multilingual 8.20, joint_ft 9.60, enc 10.01 (5.18x), random@2.0 9.86 (2.03x), grad@2.0 9.78 (2.03x).
 """
 from mlst_jax.train.config import MUSTC_LANGS, base_config
 
