@@ -61,7 +61,7 @@ import numpy as np
 from mlst_jax.audio.cmvn import GlobalCMVN, utterance_cmvn
 from mlst_jax.audio.fbank import FRAME_LENGTH, FRAME_SHIFT, NUM_MEL_BINS, num_frames
 from mlst_jax.audio.specaugment import get_policy
-from mlst_jax.train.ctc import char_labels
+from mlst_jax.data.ctc_labels import char_labels
 from mlst_jax.data.vocab import EOS_ID, PAD_ID
 
 __all__ = [

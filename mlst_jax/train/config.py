@@ -98,7 +98,7 @@ def base_config() -> ml_collections.ConfigDict:
 
 def model_config(c: ml_collections.ConfigDict) -> S2TConfig:
     """The S2TConfig an experiment config describes."""
-    from mlst_jax.train.ctc import VOCAB_SIZE
+    from mlst_jax.data.ctc_labels import VOCAB_SIZE
 
     ctc = VOCAB_SIZE if c.optim.get("ctc_weight", 0.0) > 0 else 0
     return named_config(c.model.arch, vocab_size=c.model.vocab_size, tie_word_embeddings=c.model.tie_word_embeddings,

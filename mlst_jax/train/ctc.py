@@ -3,7 +3,7 @@
 fairseq's recipes start the S2T encoder from an ASR model; `optim.ctc_weight > 0` gives the encoder that
 signal during speech-translation training instead (ESPnet's multi-task CTC): a linear layer on the encoder
 output (`S2TConfig.ctc_vocab_size`, top-level parameters `ctc_proj`, shared by every sharing plan) predicts
-the lower-cased transcript as characters of `ALPHABET`, with the blank at id 0.
+the lower-cased transcript as characters of `ALPHABET` (`mlst_jax.data.ctc_labels`), with the blank at id 0.
 """
 from __future__ import annotations
 
@@ -11,19 +11,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from mlst_jax.data.ctc_labels import ALPHABET, BLANK_ID, VOCAB_SIZE, char_labels
+
 __all__ = ["ALPHABET", "BLANK_ID", "VOCAB_SIZE", "char_labels", "ctc_loss_sums"]
-
-ALPHABET = " abcdefghijklmnopqrstuvwxyz'"
-BLANK_ID = 0
-VOCAB_SIZE = len(ALPHABET) + 1
-_INDEX = {ch: i + 1 for i, ch in enumerate(ALPHABET)}
-
-
-def char_labels(text: str) -> list[int]:
-    """Label ids of a transcript: lower-cased, other characters read as spaces, runs of spaces collapsed."""
-    text = text.lower().replace("\u2019", "'")
-    text = " ".join("".join(ch if ch in _INDEX else " " for ch in text).split())
-    return [_INDEX[ch] for ch in text]
 
 
 def ctc_loss_sums(logits: jax.Array, enc_valid: jax.Array, labels: jax.Array, label_paddings: jax.Array,
