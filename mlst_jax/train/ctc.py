@@ -11,9 +11,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mlst_jax.data.ctc_labels import ALPHABET, BLANK_ID, VOCAB_SIZE, char_labels
+from mlst_jax.data.ctc_labels import BLANK_ID
 
-__all__ = ["ALPHABET", "BLANK_ID", "VOCAB_SIZE", "char_labels", "ctc_loss_sums"]
+__all__ = ["ctc_loss_sums"]
 
 
 def ctc_loss_sums(logits: jax.Array, enc_valid: jax.Array, labels: jax.Array, label_paddings: jax.Array,

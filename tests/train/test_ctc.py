@@ -11,7 +11,8 @@ from mlst_jax.models.s2t_transformer import S2TConfig, S2TTransformer, count_par
 from mlst_jax.sharing import SharingPlan
 from mlst_jax.sharing.strategies import make_plan
 from mlst_jax.train import optim, sharding as shd, state as st, step as sp
-from mlst_jax.train.ctc import ALPHABET, VOCAB_SIZE, char_labels, ctc_loss_sums
+from mlst_jax.data.ctc_labels import ALPHABET, VOCAB_SIZE, char_labels
+from mlst_jax.train.ctc import ctc_loss_sums
 
 FAST = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
 CFG = S2TConfig(vocab_size=40, d_model=16, encoder_layers=1, decoder_layers=1, encoder_ffn_dim=32,
