@@ -186,6 +186,7 @@ def _report(rows, langs, analysis, timings, shared_steps, extra, ctc_weight: flo
 Fully shared model: {shared_steps} steps; every other system: {extra} more steps from it.{_ctc_note(ctc_weight)}
 Test split, sacreBLEU (13a) with beam search; parameters counted over the stored copies. "(cap)": the
 budget is above what splitting every decoder-layer unit per language reaches for this model size.
+Hypotheses and references: `runs/<system>/eval/<split>/<lang>.hyp` and `.ref`.
 
 {head}
 {sep}

@@ -56,6 +56,10 @@ def test_report_table(demo_run, capsys):
         bleu = [r[l] for l in MUSTC_LANGS]
         assert all(0.0 <= b <= 100.0 for b in bleu)
         assert r["avg"] == pytest.approx(np.mean(bleu))
+        written = workdir / "runs" / r["system"].replace("@", "_") / "eval" / "tst-COMMON"
+        for lang in MUSTC_LANGS:
+            hyps, refs = ((written / f"{lang}.{ext}").read_text().splitlines() for ext in ("hyp", "ref"))
+            assert len(hyps) == len(refs) > 0
     text = report.read_text()
     for name, r in rows.items():
         line = next(l for l in text.splitlines() if l.startswith(f"| {name} |"))

@@ -211,7 +211,9 @@ class _Evaluator:
             self.eval_step = make_eval_step(S2TTransformer(model_cfg), mesh=mesh, param_shardings=param_shardings,
                                             batch_shardings=self.sharding)
 
-    def __call__(self, params, with_loss: bool = True) -> dict[str, float]:
+    def __call__(self, params, with_loss: bool = True, write_to: Path | None = None) -> dict[str, float]:
+        """Scores `params`; with `write_to`, process 0 also writes `<lang>.hyp` and `<lang>.ref` there (one
+        detokenized sentence per line, in the split's order)."""
         from mlst_jax.translator import Translator
 
         host = distributed.host_arrays(params)
@@ -252,6 +254,11 @@ class _Evaluator:
             out["nll"] = float(total[0] / max(total[1], 1.0))
         scores = score_by_language(pairs)
         out.update({f"bleu_{k}": v["bleu"] for k, v in scores.items()})
+        if write_to is not None and jax.process_index() == 0:
+            write_to.mkdir(parents=True, exist_ok=True)
+            for lang, (hyps, refs) in pairs.items():
+                for ext, lines in (("hyp", hyps), ("ref", refs)):
+                    (write_to / f"{lang}.{ext}").write_text("".join(f"{x}\n" for x in lines), encoding="utf-8")
         return out
 
     def _gather(self, index: np.ndarray, ids: list[list[int]]) -> list[tuple[int, list[int]]]:
@@ -482,12 +489,15 @@ def run_plan(workdir: str | Path, langs, params: Any):
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str | Path, split: str | None = None) -> dict[str, float]:
     """Beam-search BLEU per target language and their mean (`avg`) on `split` (default `data.test_split`)
-    with the average of the last `train.average_last` checkpoints and the workdir's vocabulary."""
+    with the average of the last `train.average_last` checkpoints and the workdir's vocabulary. The
+    hypotheses and references go to `<workdir>/eval/<split>/<lang>.hyp` and `.ref`."""
     c = ml_collections.ConfigDict(config.to_dict())
     vocab = load_vocab(c, workdir)
     c.model.vocab_size = len(vocab)
     params = average_checkpoints(workdir, c.train.average_last)
     plan = run_plan(workdir, c.data.tgt_langs, params)
     mesh = shd.make_mesh(*cfglib.resolve_mesh(c, jax.device_count()))
-    ev = _Evaluator(c, vocab, cfglib.model_config(c), split or c.data.test_split, mesh, None, plan)
-    return {k[len("bleu_"):]: v for k, v in ev(params, with_loss=False).items() if k.startswith("bleu_")}
+    split = split or c.data.test_split
+    ev = _Evaluator(c, vocab, cfglib.model_config(c), split, mesh, None, plan)
+    scores = ev(params, with_loss=False, write_to=Path(workdir) / "eval" / split)
+    return {k[len("bleu_"):]: v for k, v in scores.items() if k.startswith("bleu_")}

@@ -7,6 +7,7 @@ import jax
 import numpy as np
 import pytest
 
+from mlst_jax.evaluate import score_by_language
 from mlst_jax.train.checkpoint import Checkpointer
 
 pytestmark = pytest.mark.slow
@@ -76,6 +77,11 @@ def test_resume_is_exact_and_eval_reports_bleu(corpus, tmp_path):
         np.testing.assert_allclose(m, (x.astype(np.float64) + y) / 2, rtol=1e-6, atol=1e-7)
     scores = evaluate(config(corpus, 20), tmp_path / "straight", "tst-COMMON")
     assert set(scores) == {"de", "es", "avg"} and all(np.isfinite(v) for v in scores.values())
+    written = tmp_path / "straight" / "eval" / "tst-COMMON"
+    for lang in ("de", "es"):
+        hyps, refs = ((written / f"{lang}.{ext}").read_text().splitlines() for ext in ("hyp", "ref"))
+        assert len(hyps) == len(refs) > 0 and all(refs)
+        assert score_by_language({lang: (hyps, refs)})[lang]["bleu"] == scores[lang]
 
 
 def test_source_metadata_is_cached_next_to_the_array_records(corpus, tmp_path, monkeypatch):
