@@ -17,7 +17,7 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 venv: $(BIN)/.installed
 
 test: venv
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
 
 demo: venv
 	$(BIN)/python -m mlst_jax.demo --workdir $(WORKDIR)
