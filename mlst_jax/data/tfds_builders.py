@@ -93,6 +93,20 @@ def _local_shuffle_buckets():
         shuffle.tf = saved
 
 
+@contextlib.contextmanager
+def _no_gcs_metadata():
+    """A builder whose data is not prepared yet would look up precomputed metadata on GCS (off by default) and
+    leave an empty ``/tmp/tmp*tfds`` folder behind each time; nothing is on GCS for these builders."""
+    from tensorflow_datasets.core import dataset_info
+
+    saved = dataset_info.DatasetInfo.initialize_from_bucket
+    dataset_info.DatasetInfo.initialize_from_bucket = lambda self: None
+    try:
+        yield
+    finally:
+        dataset_info.DatasetInfo.initialize_from_bucket = saved
+
+
 def tfds_split_name(split: str) -> str:
     """TFDS split name of a corpus split: ``-`` becomes ``_`` (``tst-COMMON`` -> ``tst_COMMON``)."""
     return split.replace("-", "_")
@@ -329,7 +343,8 @@ def prepare(
     key = _ALIASES.get(dataset.lower(), dataset.lower())
     if key not in BUILDERS:
         raise ValueError(f"unknown dataset {dataset!r}; choose from {sorted(BUILDERS)}")
-    builder = BUILDERS[key](config=config, data_dir=os.fspath(data_dir), on_bad_utterance=on_bad_utterance)
+    with _no_gcs_metadata():
+        builder = BUILDERS[key](config=config, data_dir=os.fspath(data_dir), on_bad_utterance=on_bad_utterance)
     with _local_shuffle_buckets():
         builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir)))
     return {name: info.num_examples for name, info in builder.info.splits.items()}

@@ -1,6 +1,7 @@
 """TFDS builders (ArrayRecord, no TensorFlow) over tiny corpora written in the real layouts."""
 import os
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -44,10 +45,14 @@ def by_id(ds):
     return {ex["id"].decode(): ex for ex in (ds[i] for i in range(len(ds)))}
 
 
-def test_mustc_pair_audio(mustc_dir, tmp_path):
-    counts = prepare("mustc", mustc_dir, tmp_path, "en-de")
+def test_mustc_pair_audio(mustc_dir, tmp_path, monkeypatch):
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    counts = prepare("mustc", mustc_dir, tmp_path / "data", "en-de")
     assert counts == {"tst_COMMON": 3, "dev": 3}
-    builder = MustC(config="en-de", data_dir=tmp_path)
+    assert list(scratch.iterdir()) == []  # no temporary folder left behind
+    builder = MustC(config="en-de", data_dir=tmp_path / "data")
     ds = builder.as_data_source("tst_COMMON")
     exs = by_id(ds)
     assert exs.keys() == WAVES.keys()
