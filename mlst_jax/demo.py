@@ -63,6 +63,12 @@ def _stop_if_preempted(result: dict) -> None:
         raise Preempted(143)
 
 
+def _corpus_lexicon(corpus: Path) -> str:
+    """The lexicon subset recorded in a synthetic corpus's manifest (corpora written before it was: "full")."""
+    manifest = corpus / "manifest.json"
+    return json.loads(manifest.read_text(encoding="utf-8")).get("lexicon", "full") if manifest.is_file() else "full"
+
+
 def run_demo(workdir: str | Path, *, bilingual: bool = False, corpus: str | Path | None = None,
              config: str | Path = CONFIG, size: str = "demo") -> Path:
     """Runs every stage into `workdir` (`config`: the shared model's experiment config; `size`: the synthetic
@@ -80,17 +86,22 @@ def run_demo(workdir: str | Path, *, bilingual: bool = False, corpus: str | Path
     langs = tuple(base_cfg.data.tgt_langs)
     shared_steps = base_cfg.train.max_updates
     extra = base_cfg.get("demo", {}).get("extra_steps", 0) or max(1, shared_steps // 4)
+    lexicon = base_cfg.get("demo", {}).get("lexicon", "full")
     timings: dict[str, float] = {}
 
     # -- 1. corpus --------------------------------------------------------------------------------------
     corpus = Path(corpus) if corpus else workdir / "corpus"
     if not (corpus / "mustc").is_dir():
-        _say(f"1/5 synthesizing the demo corpus into {corpus} (espeak-ng speech, En -> {', '.join(langs)})")
+        _say(f"1/5 synthesizing the demo corpus into {corpus} (espeak-ng speech, En -> {', '.join(langs)}, "
+             f"lexicon {lexicon!r})")
         t = time.perf_counter()
-        synthesize_corpus(corpus, size, layouts=("mustc",), progress=True)
+        synthesize_corpus(corpus, size, layouts=("mustc",), progress=True, lexicon=lexicon)
         timings["corpus"] = time.perf_counter() - t
     else:
-        _say(f"1/5 reusing the corpus in {corpus}")
+        found = _corpus_lexicon(corpus)
+        _say(f"1/5 reusing the corpus in {corpus} (lexicon {found!r})")
+        if found != lexicon:
+            _say(f"    note: {config} expects lexicon {lexicon!r}; its expected results do not apply")
 
     # -- 2. the shared model ----------------------------------------------------------------------------
     runs = workdir / "runs"

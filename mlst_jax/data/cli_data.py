@@ -19,7 +19,7 @@ def _synth(args) -> int:
     if unknown or not layouts:
         raise ValueError(f"--layouts: unknown layout(s) {unknown or args.layouts!r}; choose from {','.join(LAYOUTS)}")
     m = synthesize_corpus(args.out, args.size, args.seed, layouts, noise_snr_db=args.noise_snr, workers=args.workers,
-                          progress=not args.quiet, overwrite=args.overwrite)
+                          progress=not args.quiet, overwrite=args.overwrite, lexicon=args.lexicon)
     for layout, e in m["layouts"].items():
         per_split = ", ".join(f"{k} {v}" for k, v in next(iter(e["directions"].values())).items())
         print(f"{layout}: {len(e['directions'])} directions, {e['utterances']} recorded utterances "
@@ -102,6 +102,8 @@ def add_data_commands(subparsers) -> None:
     Each subcommand sets ``func`` to a function of the parsed args returning an exit status; they raise
     ``ValueError`` for bad input.
     """
+    from mlst_jax.data.synthetic.grammar import lexicon_subsets
+
     data = subparsers.add_parser("data", help="synthetic corpora, TFDS preparation and target vocabularies")
     sub = data.add_subparsers(dest="data_command", required=True)
 
@@ -110,6 +112,9 @@ def add_data_commands(subparsers) -> None:
     p.add_argument("--size", choices=SIZES, default="tiny",
                    help="tiny: 48/16/16 utterances per direction; demo: MuST-C 10000/300/500; large: 100k")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lexicon", choices=lexicon_subsets(), default="full",
+                   help="the words sentences draw on: full (default), or demo (26 nouns, 10 adjectives, 16 verbs, "
+                        "numbers up to 12; the corpus of `make demo`)")
     p.add_argument("--layouts", default="mustc", help=f"comma-separated subset of {','.join(LAYOUTS)}")
     p.add_argument("--noise-snr", type=float, default=None, help="add white/pink noise at this SNR in dB")
     p.add_argument("--workers", type=int, default=None, help="synthesis processes (default: CPU count)")

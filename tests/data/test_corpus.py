@@ -33,7 +33,7 @@ READERS = {
 def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("synth")
     manifest = synthesize_corpus(root, "tiny", seed=0, layouts=LAYOUTS, workers=2, progress=False)
-    plan = {(g.layout, g.src): g for g in corpus._plan(SIZES["tiny"], 0, LAYOUTS)}
+    plan = {(g.layout, g.src): g for g in corpus._plan(SIZES["tiny"], 0, LAYOUTS, "full")}
     return root, manifest, plan
 
 
@@ -122,6 +122,7 @@ def test_manifest(tiny):
     on_disk = json.loads((root / "manifest.json").read_text())
     assert on_disk == {k: v for k, v in manifest.items() if k not in ("wall_time_s", "workers")}
     assert manifest["utterances"] == 80 * (1 + 9 + 9)
+    assert manifest["lexicon"] == "full"
     assert len(manifest["layouts"]["covost2"]["directions"]) == 16
     assert len(manifest["layouts"]["europarl_st"]["directions"]) == 72
     assert 0.5 * 80 < manifest["layouts"]["mustc"]["seconds"] < 6 * 80
@@ -162,6 +163,9 @@ def test_bad_arguments(tmp_path):
         synthesize_corpus(tmp_path, "huge")
     with pytest.raises(ValueError, match="unknown layout"):
         synthesize_corpus(tmp_path, "tiny", layouts=("librispeech",))
+    with pytest.raises(ValueError, match="unknown lexicon subset 'small'; choose from full, demo"):
+        synthesize_corpus(tmp_path, "tiny", lexicon="small")
+    assert not any(tmp_path.iterdir())
     (tmp_path / "mustc").mkdir()
     (tmp_path / "mustc" / "x").write_text("x")
     with pytest.raises(ValueError, match="not empty"):
@@ -191,6 +195,14 @@ def test_cli(tiny, tmp_path, capsys):
     vocab = Vocab.from_spm(f"{prefix}.model")
     assert f"vocabulary: {len(vocab)} pieces" in capsys.readouterr().out
     assert sorted(vocab.languages) == sorted(TGTS)
+
+    demo = tmp_path / "synth_demo_lexicon"
+    assert cli.main(["data", "synth", "--out", str(demo), "--size", "tiny", "--lexicon", "demo", "--quiet"]) == 0
+    assert json.loads((demo / "manifest.json").read_text())["lexicon"] == "demo"
+    (group,) = corpus._plan(SIZES["tiny"], 0, ("mustc",), "demo")
+    for split in LAYOUT_SPLITS["mustc"]:
+        got = [(u.src_text, u.tgt_text) for u in read_mustc(demo / "mustc", "en-ru", split)]
+        assert got == [(s.text["en"], s.text["ru"]) for s in expected(group, split)]
 
     assert cli.main(["data", "synth", "--out", str(out), "--layouts", "mustc,librispeech"]) == 2
     assert "unknown layout" in capsys.readouterr().err

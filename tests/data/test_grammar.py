@@ -330,3 +330,62 @@ def test_count_is_large_and_exact_on_small_patterns():
     rng = random.Random(0)
     seen = {space.draw(rng) for _ in range(30 * counts["existential_negative"])}
     assert len(seen) == counts["existential_negative"]
+
+
+def _words(x, out):
+    """Lexicon ids and numbers anywhere in a spec or noun phrase, by kind."""
+    if isinstance(x, NP):
+        out["nouns"].add(x.noun)
+        if x.adj:
+            out["adjectives"].add(x.adj)
+        if x.num is not None:
+            out["numbers"].add(x.num)
+        for part in (x.owner, x.rel):
+            if part is not None:
+                _words(part, out)
+    elif isinstance(x, Spec):
+        for field, kind in (("verb", "verbs"), ("place", "nouns"), ("adj", "adjectives")):
+            if getattr(x, field):
+                out[kind].add(getattr(x, field))
+        for part in (x.subj, x.obj, x.comp):
+            if part is not None:
+                _words(part, out)
+    return out
+
+
+def test_demo_lexicon_subset_bounds_every_drawn_word():
+    sub = grammar.lexicon_subset("demo")
+    assert (len(sub.nouns), len(sub.adjectives), len(sub.verbs), sub.max_number) == (26, 10, 16, 12)
+    space, rng = grammar._space("demo"), random.Random(0)
+    seen = {"nouns": set(), "adjectives": set(), "verbs": set(), "numbers": set()}
+    for pattern in grammar.PATTERNS:
+        for _ in range(300):
+            _words(space[pattern].draw(rng), seen)
+    assert seen["nouns"] <= sub.nouns and seen["adjectives"] <= sub.adjectives and seen["verbs"] <= sub.verbs
+    assert seen["numbers"] <= set(range(1, 13)) and max(seen["numbers"]) == 12
+    assert len(seen["nouns"]) >= 20 and len(seen["verbs"]) >= 12  # the draws do use the subset
+    counts, full = grammar.pattern_counts("demo"), grammar.pattern_counts()
+    assert all(0 < counts[p] <= full[p] for p in grammar.PATTERNS)
+    assert counts["existential_negative"] == 64 and num_distinct_sentences("demo") < num_distinct_sentences() / 10
+
+
+def test_demo_lexicon_sentences_deterministic_and_distinct_from_full():
+    a = sample_sentences(200, seed=4, lexicon="demo")
+    assert a == sample_sentences(200, seed=4, lexicon="demo")
+    assert len({s.id for s in a}) == 200 and {s.pattern for s in a} == set(grammar.PATTERNS)
+    assert [s.id for s in a] != [s.id for s in sample_sentences(200, seed=4)]
+
+
+def test_unknown_or_bad_lexicon_subset(monkeypatch):
+    with pytest.raises(ValueError, match="unknown lexicon subset 'tiny'; choose from full, demo"):
+        sample_sentences(5, seed=0, lexicon="tiny")
+    from mlst_jax.data.synthetic.grammar import lexicon as lex
+
+    bad = {"demo2": {"nouns": "man unicorn", "adjectives": "red", "verbs": "see", "max_number": 12}}
+    monkeypatch.setattr(lex, "_load", lambda name: bad if name == "subsets.json" else {})
+    with pytest.raises(ValueError, match=r"lexicon/subsets.json: demo2.nouns has ids that are not in the lexicon: "
+                                         r"unicorn"):
+        lex.lexicon_subset("demo2")
+    bad["demo2"] = {"nouns": "man", "adjectives": "red", "verbs": "see", "max_number": 100}
+    with pytest.raises(ValueError, match=r"demo2.max_number must be an integer in 2..99, got 100"):
+        lex.lexicon_subset("demo2")

@@ -28,8 +28,11 @@ silence between segments stays silent.
 Held-out sentences: the dev and test sentences of every layout and source language are drawn first and excluded
 from every training set, so no training sentence of any layout occurs in any dev or test set; dev and test are
 disjoint within each layout and source language. All choices (sentences, voices, talk lengths, noise) derive from
-``seed`` alone and synthesis is a pure function of its arguments, so a given (size, seed, noise) gives byte-identical
-files whatever the worker count or the set of layouts written.
+``seed`` alone and synthesis is a pure function of its arguments, so a given (size, seed, lexicon, noise) gives
+byte-identical files whatever the worker count or the set of layouts written.
+
+Lexicon: sentences draw on the whole lexicon by default; ``lexicon="demo"`` restricts them to a small subset
+(:func:`~mlst_jax.data.synthetic.grammar.lexicon_subset`), the corpus of ``make demo``.
 """
 from __future__ import annotations
 
@@ -45,7 +48,7 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from mlst_jax.data.synthetic.grammar import LANGS, Sentence, sample_sentences
+from mlst_jax.data.synthetic.grammar import LANGS, Sentence, lexicon_subset, sample_sentences
 
 __all__ = [
     "LAYOUTS", "LAYOUT_SPLITS", "SIZES", "VOICE_VARIANTS", "RATE_RANGE", "PITCH_RANGE", "Size", "Voice",
@@ -159,15 +162,16 @@ def _resolve_sizes(size) -> tuple[str, dict[str, Size]]:
     return "custom", {layout: s for layout in LAYOUTS}
 
 
-def _plan(sizes: dict[str, Size], seed: int, layouts: Sequence[str]) -> list[_Group]:
+def _plan(sizes: dict[str, Size], seed: int, layouts: Sequence[str], lexicon: str) -> list[_Group]:
     """Sentences, units and voices of every (layout, source language), with job indices in writing order."""
     held: set[str] = set()
     heldout: dict[tuple[str, str], tuple[list[Sentence], list[Sentence]]] = {}
     for layout in LAYOUTS:
         n = sizes[layout]
         for src, _ in layout_directions(layout):
-            test = sample_sentences(n.test, _seed(seed, layout, src, "test"))
-            dev = sample_sentences(n.dev, _seed(seed, layout, src, "dev"), exclude={s.id for s in test})
+            test = sample_sentences(n.test, _seed(seed, layout, src, "test"), lexicon=lexicon)
+            dev = sample_sentences(n.dev, _seed(seed, layout, src, "dev"), exclude={s.id for s in test},
+                                   lexicon=lexicon)
             heldout[layout, src] = (dev, test)
             held.update(s.id for s in dev + test)
     groups, job = [], 0
@@ -175,7 +179,7 @@ def _plan(sizes: dict[str, Size], seed: int, layouts: Sequence[str]) -> list[_Gr
         n = sizes[layout]
         lo, hi = (_SMALL_GROUPING if n.train < _SMALL else _GROUPING)[layout]
         for src, tgts in layout_directions(layout):
-            train = sample_sentences(n.train, _seed(seed, layout, src, "train"), exclude=held)
+            train = sample_sentences(n.train, _seed(seed, layout, src, "train"), exclude=held, lexicon=lexicon)
             voice_rng = random.Random(_seed(seed, layout, src, "voices"))
             order = list(VOICE_VARIANTS)
             voice_rng.shuffle(order)
@@ -312,7 +316,7 @@ def _direction_name(layout: str, src: str, tgt: str) -> str:
     return f"{src}_{tgt}" if layout == "covost2" else f"{src}-{tgt}"
 
 
-def _manifest(name: str, sizes: dict[str, Size], seed: int, noise_snr_db, groups: list[_Group],
+def _manifest(name: str, sizes: dict[str, Size], seed: int, lexicon: str, noise_snr_db, groups: list[_Group],
               lengths: np.ndarray) -> dict:
     layouts: dict[str, dict] = {}
     voices: dict[str, set[str]] = {}
@@ -338,6 +342,7 @@ def _manifest(name: str, sizes: dict[str, Size], seed: int, noise_snr_db, groups
         "size": name,
         "sizes": {layout: sizes[layout]._asdict() for layout in layouts},
         "seed": seed,
+        "lexicon": lexicon,
         "noise_snr_db": noise_snr_db,
         "sample_rate": SAMPLE_RATE,
         "layouts": layouts,
@@ -356,6 +361,7 @@ def synthesize_corpus(
     workers: int | None = None,
     progress: bool = True,
     overwrite: bool = False,
+    lexicon: str = "full",
 ) -> dict:
     """Generate a synthetic speech-translation corpus in the MuST-C, CoVoST 2 and/or Europarl-ST layouts.
 
@@ -371,17 +377,20 @@ def synthesize_corpus(
         The output does not depend on it.
       progress: show a tqdm progress bar.
       overwrite: replace existing ``<out_dir>/<layout>`` folders instead of refusing to write into them.
+      lexicon: the lexicon subset the sentences draw on: ``"full"``, or ``"demo"`` (26 nouns, 10 adjectives,
+        16 verbs, numbers up to 12: a task that the demo's small model learns in a few minutes on a CPU); see
+        :func:`mlst_jax.data.synthetic.grammar.lexicon_subset`.
 
     Returns:
-      The manifest written to ``manifest.json``: ``size``, ``sizes``, ``seed``, ``noise_snr_db``,
+      The manifest written to ``manifest.json``: ``size``, ``sizes``, ``seed``, ``lexicon``, ``noise_snr_db``,
       ``sample_rate``; per layout ``directions`` (``{direction: {split: utterances}}``), ``utterances`` and
       ``seconds``/``hours`` of distinct speech (each recording counted once), ``speakers`` and ``voice_variants``
       per source language; ``voices`` (variants used per language), total ``utterances`` and ``seconds``. The
       returned dict also has ``wall_time_s`` and ``workers`` (left out of the file so that it is reproducible).
 
     Raises:
-      ValueError: for an unknown size or layout, a bad SNR, or an existing non-empty layout folder without
-        ``overwrite``.
+      ValueError: for an unknown size, layout or lexicon subset, a bad SNR, or an existing non-empty layout folder
+        without ``overwrite``.
     """
     start = time.perf_counter()
     name, sizes = _resolve_sizes(size)
@@ -396,6 +405,7 @@ def synthesize_corpus(
         workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
+    lexicon_subset(lexicon)  # an unknown name fails before anything is written
     out = Path(out_dir)
     for layout in layouts:
         path = out / layout
@@ -406,7 +416,7 @@ def synthesize_corpus(
             shutil.rmtree(path) if path.is_dir() else path.unlink()
     out.mkdir(parents=True, exist_ok=True)
 
-    groups = _plan(sizes, seed, layouts)
+    groups = _plan(sizes, seed, layouts, lexicon)
     jobs = [None] * sum(len(u.items) for g in groups for us in g.splits.values() for u in us)
     for g in groups:
         for split, units in g.splits.items():
@@ -423,6 +433,6 @@ def synthesize_corpus(
         ok = True
     finally:
         results.close(ok)
-    manifest = _manifest(name, sizes, seed, noise_snr_db, groups, results.lengths)
+    manifest = _manifest(name, sizes, seed, lexicon, noise_snr_db, groups, results.lengths)
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return {**manifest, "workers": workers, "wall_time_s": round(time.perf_counter() - start, 3)}

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from importlib import resources
+from typing import NamedTuple
 
 LANGS = ("en", "de", "es", "fr", "it", "nl", "pt", "ro", "ru")
 PRONOUNS = ("I", "he", "she", "we", "they")
@@ -68,3 +69,40 @@ def _adjs(n: str, use: str) -> tuple:
     if use == "attr" and "kin" in NOUNS[n]["tags"]:
         return ()
     return tuple(a for a, d in ADJS.items() if d.get("use", use) == use and _match(d["on"], d["not"], n))
+
+
+class LexiconSubset(NamedTuple):
+    """The lexicon ids a corpus draws on, and the largest number it counts to."""
+
+    nouns: frozenset
+    adjectives: frozenset
+    verbs: frozenset
+    max_number: int
+
+
+def lexicon_subsets() -> tuple[str, ...]:
+    """Names of the lexicon subsets: ``"full"`` and those in ``lexicon/subsets.json``."""
+    return ("full", *_load("subsets.json"))
+
+
+@lru_cache(maxsize=None)
+def lexicon_subset(name: str) -> LexiconSubset:
+    """The named subset: ``"full"`` (every word, numbers up to 99) or one from ``lexicon/subsets.json`` (the
+    ``"demo"`` subset: 26 nouns, 10 adjectives, 16 verbs, numbers up to 12)."""
+    if name == "full":
+        return LexiconSubset(frozenset(NOUNS), frozenset(ADJS), frozenset(VERBS), 99)
+    subsets = _load("subsets.json")
+    if name not in subsets:
+        raise ValueError(f"unknown lexicon subset {name!r}; choose from {', '.join(lexicon_subsets())}")
+    entry = subsets[name]
+    words = {}
+    for field, known in (("nouns", NOUNS), ("adjectives", ADJS), ("verbs", VERBS)):
+        words[field] = frozenset(entry[field].split())
+        unknown = sorted(words[field] - known.keys())
+        if unknown:
+            raise ValueError(f"lexicon/subsets.json: {name}.{field} has ids that are not in the lexicon: "
+                             f"{', '.join(unknown)}")
+    max_number = entry["max_number"]
+    if not isinstance(max_number, int) or not 2 <= max_number <= 99:
+        raise ValueError(f"lexicon/subsets.json: {name}.max_number must be an integer in 2..99, got {max_number!r}")
+    return LexiconSubset(max_number=max_number, **words)

@@ -8,7 +8,7 @@ from functools import lru_cache
 
 from mlst_jax.data.synthetic.grammar.languages import _RENDERERS
 from mlst_jax.data.synthetic.grammar.lexicon import (ADVS, LANGS, NOUNS, PRONOUNS, VERBS, _adjs, _countable, _dets,
-                                                     _located, _match, _nums)
+                                                     _located, _match, _nums, lexicon_subset)
 from mlst_jax.data.synthetic.grammar.specs import NP, PATTERNS, Sentence, Spec, spec_id
 
 
@@ -58,7 +58,6 @@ class _Union:
 
 _PRESENT_ADVS = [a for a, d in ADVS.items() if d["tense"] == "present"]
 _PAST_ADVS = [a for a, d in ADVS.items() if d["tense"] == "past"]
-_PLACES = [n for n, d in NOUNS.items() if "place" in d["tags"]]
 _TIMES = {
     "statement": [("present", None)] + [("present", a) for a in _PRESENT_ADVS] + [("past", a) for a in _PAST_ADVS],
     "plain": [("present", None), ("past", None)],
@@ -70,43 +69,57 @@ _TIMES = {
 _OBJ_EXCLUDE = {"I": {"my"}, "we": {"our"}, "3": {"his", "her", "their"}}
 
 
-def _nouns(tags, excl=frozenset()) -> list:
-    return [n for n in NOUNS if _match(frozenset(tags), frozenset(excl), n)]
+class _Words:
+    """The words a space draws on: a lexicon subset (:func:`lexicon_subset`), in the lexicon files' order."""
+
+    def __init__(self, name: str):
+        sub = lexicon_subset(name)
+        self.nouns = [n for n in NOUNS if n in sub.nouns]
+        self.verbs = {v: d for v, d in VERBS.items() if v in sub.verbs}
+        self.adjectives = sub.adjectives
+        self.places = [n for n in self.nouns if "place" in NOUNS[n]["tags"]]
+        self.max_number = sub.max_number
+
+    def nouns_of(self, tags, excl=frozenset()) -> list:
+        return [n for n in self.nouns if _match(frozenset(tags), frozenset(excl), n)]
+
+    def adjs(self, noun: str, use: str) -> tuple:
+        return tuple(a for a in _adjs(noun, use) if a in self.adjectives)
+
+    def verbs_of(self, kind: str) -> list:
+        return [v for v, d in self.verbs.items() if d["kind"] == kind]
 
 
-def _subject_nps(nouns, place=None, adjectives=True) -> _Union:
+def _subject_nps(w: _Words, nouns, place=None, adjectives=True) -> _Union:
     parts = []
     for n in nouns:
         if place and not _located(n, place):
             continue
         dets = _dets(n)
-        adjs = [None] + list(_adjs(n, "attr")) if adjectives else [None]
+        adjs = [None] + list(w.adjs(n, "attr")) if adjectives else [None]
         parts.append(_Product(lambda dp, a, n=n: NP(n, dp[0], dp[1], a),
                               _List((d, p) for d in dets for p in _nums(n)), _List(adjs)))
     return _Union(parts)
 
 
-def _object_nps(verb: str, group: str, indefinite=True) -> _Union:
+def _object_nps(w: _Words, verb: str, group: str, indefinite=True) -> _Union:
     d = VERBS[verb]
     parts = []
-    for n in NOUNS:
+    for n in w.nouns:
         if not _match(d["obj"], d["not"], n):
             continue
         dets = [(x, p) for x in _dets(n) if x not in _OBJ_EXCLUDE[group] for p in _nums(n)]
         if indefinite and _countable(n):
             dets.append(("a", False))
-        parts.append(_Product(lambda dp, a, n=n: NP(n, dp[0], dp[1], a), _List(dets), _List([None, *_adjs(n, "attr")])))
+        parts.append(_Product(lambda dp, a, n=n: NP(n, dp[0], dp[1], a), _List(dets), _List([None, *w.adjs(n, "attr")])))
     return _Union(parts)
 
 
-def _counted_nps(verb: str) -> _Union:
+def _counted_nps(w: _Words, verb: str) -> _Union:
     d = VERBS[verb]
-    nouns = [n for n in NOUNS if _match(d["obj"], d["not"], n) and _countable(n) and "place" not in NOUNS[n]["tags"]]
-    return _Union([_Product(lambda k, n=n: NP(n, "num", k > 1, None, k), _List(range(1, 100))) for n in nouns])
-
-
-def _kinds(verb: str) -> list:
-    return _nouns(VERBS[verb]["subj"])
+    nouns = [n for n in w.nouns if _match(d["obj"], d["not"], n) and _countable(n) and "place" not in NOUNS[n]["tags"]]
+    counts = _List(range(1, w.max_number + 1))
+    return _Union([_Product(lambda k, n=n: NP(n, "num", k > 1, None, k), counts) for n in nouns])
 
 
 def _subject_groups(pronouns, nps, times: dict) -> list:
@@ -121,9 +134,8 @@ def _subject_groups(pronouns, nps, times: dict) -> list:
     return out
 
 
-def _event_patterns() -> dict:
-    trans = [v for v, d in VERBS.items() if d["kind"] == "trans"]
-    intr = [v for v, d in VERBS.items() if d["kind"] == "intr"]
+def _event_patterns(w: _Words) -> dict:
+    trans, intr = w.verbs_of("trans"), w.verbs_of("intr")
     stmt = {"I": _TIMES["present_adv"], "other": _TIMES["statement"]}
     plain = {"I": _TIMES["present"], "other": _TIMES["plain"]}
     out = {}
@@ -133,8 +145,8 @@ def _event_patterns() -> dict:
         for v in verbs:
             places = [None] if place_of is None else place_of(v)
             for place in places:
-                kinds = [n for n in _kinds(v) if not humans_only or "human" in NOUNS[n]["tags"]]
-                nps = _subject_nps(kinds, place)
+                kinds = [n for n in w.nouns_of(VERBS[v]["subj"]) if not humans_only or "human" in NOUNS[n]["tags"]]
+                nps = _subject_nps(w, kinds, place)
                 for group, subj, time in _subject_groups(pronouns, nps, times):
                     rest = obj(v, group) if obj else _List([place])
                     key = "obj" if obj else "place"
@@ -143,67 +155,67 @@ def _event_patterns() -> dict:
                         subj, time, rest))
         out[pattern] = _Union(parts)
 
-    places_of = lambda v: _PLACES if "*" in VERBS[v]["places"] else [p for p in _PLACES if p in VERBS[v]["places"]]
-    event("transitive", trans, PRONOUNS, stmt, obj=lambda v, g: _object_nps(v, g))
-    event("transitive_question", trans, ("he", "she", "they"), plain, obj=lambda v, g: _object_nps(v, g))
-    event("transitive_negation", trans, PRONOUNS, plain, obj=lambda v, g: _object_nps(v, g, indefinite=False))
+    places_of = lambda v: [p for p in w.places if "*" in VERBS[v]["places"] or p in VERBS[v]["places"]]
+    event("transitive", trans, PRONOUNS, stmt, obj=lambda v, g: _object_nps(w, v, g))
+    event("transitive_question", trans, ("he", "she", "they"), plain, obj=lambda v, g: _object_nps(w, v, g))
+    event("transitive_negation", trans, PRONOUNS, plain, obj=lambda v, g: _object_nps(w, v, g, indefinite=False))
     event("intransitive", intr, PRONOUNS, stmt, place_of=places_of)
     event("intransitive_question", intr, ("he", "she", "they"), plain, place_of=places_of)
     event("intransitive_negation", intr, PRONOUNS, plain, place_of=places_of)
-    event("counted_objects", [v for v in trans if VERBS[v]["count"]], PRONOUNS, stmt, obj=lambda v, g: _counted_nps(v),
+    event("counted_objects", [v for v in trans if VERBS[v]["count"]], PRONOUNS, stmt, obj=lambda v, g: _counted_nps(w, v),
           humans_only=True)
     return out
 
 
-def _other_patterns() -> dict:
+def _other_patterns(w: _Words) -> dict:
     out = {}
-    located = [n for n in NOUNS if NOUNS[n]["at"] and "kin" not in NOUNS[n]["tags"] and _countable(n)]
+    located = [n for n in w.nouns if NOUNS[n]["at"] and "kin" not in NOUNS[n]["tags"] and _countable(n)]
     out["existential_indefinite"] = _Union([
         _Product(lambda a, p=p, n=n: Spec("existential_indefinite", subj=NP(n, "a", False, a), place=p),
-                 _List(_adjs(n, "attr")))
-        for p in _PLACES for n in located if _located(n, p)])
+                 _List(w.adjs(n, "attr")))
+        for p in w.places for n in located if _located(n, p)])
     out["existential_number"] = _Union([
         _Product(lambda k, p=p, n=n: Spec("existential_number", subj=NP(n, "num", True, None, k), place=p),
-                 _List(range(2, 100)))
-        for p in _PLACES for n in located if _located(n, p)])
+                 _List(range(2, w.max_number + 1)))
+        for p in w.places for n in located if _located(n, p)])
     out["existential_negative"] = _Union([
         _List([Spec("existential_negative", subj=NP(n, "no"), place=p)])
-        for p in _PLACES for n in located if _located(n, p)])
+        for p in w.places for n in located if _located(n, p)])
 
     loc_times = {"I": _TIMES["present"], "other": _TIMES["plain"]}
     for pattern, prons in (("location", PRONOUNS), ("location_question", ("he", "she", "they"))):
         parts = []
-        for p in _PLACES:
-            nps = _subject_nps([n for n in NOUNS if NOUNS[n]["at"]], p)
+        for p in w.places:
+            nps = _subject_nps(w, [n for n in w.nouns if NOUNS[n]["at"]], p)
             for _, subj, time in _subject_groups(prons, nps, loc_times):
                 parts.append(_Product(lambda s, t, p=p, pat=pattern: Spec(pat, subj=s, place=p, tense=t[0]),
                                       subj, time))
         out[pattern] = _Union(parts)
 
-    human_adjs = _List(_adjs("man", "pred"))
+    human_adjs = _List(w.adjs("man", "pred"))
     for pattern, prons in (("predicative", ("he", "she", "we", "they")),
                            ("predicative_negation", ("he", "she", "we", "they")),
                            ("predicative_question", ("he", "she", "they"))):
         parts = [_Product(lambda s, a, pat=pattern: Spec(pat, subj=s, adj=a), _List(prons), human_adjs)]
-        for n in NOUNS:
-            adjs = _adjs(n, "pred")
+        for n in w.nouns:
+            adjs = w.adjs(n, "pred")
             if adjs:
-                nps = _subject_nps([n], adjectives=False)
+                nps = _subject_nps(w, [n], adjectives=False)
                 parts.append(_Product(lambda s, a, pat=pattern: Spec(pat, subj=s, adj=a), nps, _List(adjs)))
         out[pattern] = _Union(parts)
 
-    owners = _List(NP(o, d) for o in _nouns({"human"}) for d in _dets(o) if d in ("the", "my", "our"))
+    owners = _List(NP(o, d) for o in w.nouns_of({"human"}) for d in _dets(o) if d in ("the", "my", "our"))
     out["possessive"] = _Union([
         _Product(lambda o, pl, a, n=n: Spec("possessive", subj=NP(n, "the", pl, owner=o), adj=a),
-                 owners, _List(_nums(n)), _List(_adjs(n, "pred")))
-        for n in _nouns({"ownable"}) if _adjs(n, "pred")])
+                 owners, _List(_nums(n)), _List(w.adjs(n, "pred")))
+        for n in w.nouns_of({"ownable"}) if w.adjs(n, "pred")])
 
-    trans = [v for v, d in VERBS.items() if d["kind"] == "trans" and "human" in d["subj"]]
-    rel_vp = _Union([_Product(lambda o, v=v: (v, o), _object_nps(v, "3")) for v in trans])
+    trans = [v for v in w.verbs_of("trans") if "human" in VERBS[v]["subj"]]
+    rel_vp = _Union([_Product(lambda o, v=v: (v, o), _object_nps(w, v, "3")) for v in trans])
     parts = []
-    for n in _nouns({"human"}, {"kin"}):
-        main_vp = _List((v, p) for v, d in VERBS.items() if d["kind"] == "intr" and _match(d["subj"], frozenset(), n)
-                        for p in _PLACES if "*" in d["places"] or p in d["places"])
+    for n in w.nouns_of({"human"}, {"kin"}):
+        main_vp = _List((v, p) for v in w.verbs_of("intr") if _match(VERBS[v]["subj"], frozenset(), n)
+                        for p in w.places if "*" in VERBS[v]["places"] or p in VERBS[v]["places"])
         parts.append(_Product(
             lambda pl, r, m, n=n: Spec("relative_clause", subj=NP(n, "the", pl, rel=Spec("rel", verb=r[0], obj=r[1])),
                                        verb=m[0], place=m[1]),
@@ -212,37 +224,43 @@ def _other_patterns() -> dict:
 
     embedded = _Union([
         _Product(lambda s, o, t, v=v: Spec("clause", subj=s, verb=v, obj=o, tense=t[0], adv=t[1]),
-                 _subject_nps(_kinds(v)), _object_nps(v, "3"), _List(_TIMES["embedded"]))
-        for v, d in VERBS.items() if d["kind"] == "trans"])
+                 _subject_nps(w, w.nouns_of(VERBS[v]["subj"])), _object_nps(w, v, "3"), _List(_TIMES["embedded"]))
+        for v in w.verbs_of("trans")])
     out["complement_clause"] = _Product(
         lambda s, v, c: Spec("complement_clause", subj=s, verb=v, comp=c),
-        _List(PRONOUNS), _List(v for v, d in VERBS.items() if d["kind"] == "matrix"), embedded)
+        _List(PRONOUNS), _List(w.verbs_of("matrix")), embedded)
     return out
 
 
-@lru_cache(maxsize=1)
-def _space() -> dict:
-    return {**_event_patterns(), **_other_patterns()}
+@lru_cache(maxsize=2)
+def _space(lexicon: str = "full") -> dict:
+    w = _Words(lexicon)
+    space = {**_event_patterns(w), **_other_patterns(w)}
+    empty = [p for p in PATTERNS if not space[p].n]
+    if empty:
+        raise ValueError(f"lexicon subset {lexicon!r} leaves no sentence for pattern(s) {', '.join(empty)}")
+    return space
 
 
-def pattern_counts() -> dict:
-    """Number of distinct sentences per pattern."""
-    space = _space()
+def pattern_counts(lexicon: str = "full") -> dict:
+    """Number of distinct sentences per pattern drawn from the `lexicon` subset (:func:`lexicon_subset`)."""
+    space = _space(lexicon)
     return {p: space[p].n for p in PATTERNS}
 
 
-def num_distinct_sentences() -> int:
+def num_distinct_sentences(lexicon: str = "full") -> int:
     """Total number of distinct sentences the generator can produce (counted, not enumerated)."""
-    return sum(pattern_counts().values())
+    return sum(pattern_counts(lexicon).values())
 
 
-def sample_sentences(n: int, seed: int, exclude: set[str] | None = None) -> list[Sentence]:
-    """`n` distinct sentences, deterministic in (`n`, `seed`); ids in `exclude` are skipped.
+def sample_sentences(n: int, seed: int, exclude: set[str] | None = None, lexicon: str = "full") -> list[Sentence]:
+    """`n` distinct sentences, deterministic in (`n`, `seed`, `lexicon`); ids in `exclude` are skipped.
 
     Patterns are drawn with equal weight except that a pattern is never asked for more than about half of its
-    sentences; within a pattern every sentence is equally likely.
+    sentences; within a pattern every sentence is equally likely. `lexicon` names the subset of the lexicon the
+    sentences use (``"full"`` or ``"demo"``, see :func:`lexicon_subset`).
     """
-    space = _space()
+    space = _space(lexicon)
     share = max(1.0, 2.0 * n / len(PATTERNS))
     cum, total = [], 0.0
     for p in PATTERNS:
