@@ -58,7 +58,8 @@ Modules::
 from __future__ import annotations
 
 from mlst_jax.data.synthetic.grammar.languages import render
-from mlst_jax.data.synthetic.grammar.lexicon import LANGS, POSS, PRONOUNS, LexiconSubset, lexicon_subset, lexicon_subsets
+from mlst_jax.data.synthetic.grammar.lexicon import (LANGS, POSS, PRONOUNS, LexiconSubset, lexicon_subset,
+                                                     lexicon_subsets)
 from mlst_jax.data.synthetic.grammar.space import (_space, num_distinct_sentences,  # noqa: F401 (_space: tests)
                                                    pattern_counts, sample_sentences)
 from mlst_jax.data.synthetic.grammar.specs import NP, PATTERNS, Sentence, Spec, spec_id

@@ -111,7 +111,8 @@ def _object_nps(w: _Words, verb: str, group: str, indefinite=True) -> _Union:
         dets = [(x, p) for x in _dets(n) if x not in _OBJ_EXCLUDE[group] for p in _nums(n)]
         if indefinite and _countable(n):
             dets.append(("a", False))
-        parts.append(_Product(lambda dp, a, n=n: NP(n, dp[0], dp[1], a), _List(dets), _List([None, *w.adjs(n, "attr")])))
+        parts.append(_Product(lambda dp, a, n=n: NP(n, dp[0], dp[1], a), _List(dets),
+                              _List([None, *w.adjs(n, "attr")])))
     return _Union(parts)
 
 
@@ -162,7 +163,8 @@ def _event_patterns(w: _Words) -> dict:
     event("intransitive", intr, PRONOUNS, stmt, place_of=places_of)
     event("intransitive_question", intr, ("he", "she", "they"), plain, place_of=places_of)
     event("intransitive_negation", intr, PRONOUNS, plain, place_of=places_of)
-    event("counted_objects", [v for v in trans if VERBS[v]["count"]], PRONOUNS, stmt, obj=lambda v, g: _counted_nps(w, v),
+    event("counted_objects", [v for v in trans if VERBS[v]["count"]], PRONOUNS, stmt,
+          obj=lambda v, g: _counted_nps(w, v),
           humans_only=True)
     return out
 
