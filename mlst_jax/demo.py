@@ -3,7 +3,8 @@
     python -m mlst_jax.demo --workdir workdir/demo      (what `make demo` runs)
 
 Stages (each prints its progress; the stage runs land in `<workdir>/runs/<system>/`):
- 1. the synthetic corpus, `demo` size, MuST-C layout, En -> 8 languages (`<workdir>/corpus`);
+ 1. the synthetic corpus, `demo` size, MuST-C layout, En -> 8 languages, over the config's lexicon subset
+    (`demo.lexicon`; `configs/synth_demo.py`: the `demo` subset) (`<workdir>/corpus`);
  2. the fully shared multilingual model (`configs/synth_demo.py`);
  3. from it, each for the same number of extra steps: jointly fine-tuning (the shared model trained on),
     heuristic `enc` (language-specific decoders), `random@2.0`, and `grad@2.0` (task gradients on the
@@ -63,10 +64,13 @@ def _stop_if_preempted(result: dict) -> None:
         raise Preempted(143)
 
 
-def _corpus_lexicon(corpus: Path) -> str:
-    """The lexicon subset recorded in a synthetic corpus's manifest (corpora written before it was: "full")."""
-    manifest = corpus / "manifest.json"
-    return json.loads(manifest.read_text(encoding="utf-8")).get("lexicon", "full") if manifest.is_file() else "full"
+def _corpus_manifest(corpus: Path) -> dict:
+    """A synthetic corpus's manifest with its lexicon subset ("full" for corpora written before it was recorded);
+    {} when there is none."""
+    path = corpus / "manifest.json"
+    if not path.is_file():
+        return {}
+    return {"lexicon": "full", **json.loads(path.read_text(encoding="utf-8"))}
 
 
 def run_demo(workdir: str | Path, *, bilingual: bool = False, corpus: str | Path | None = None,
@@ -98,7 +102,7 @@ def run_demo(workdir: str | Path, *, bilingual: bool = False, corpus: str | Path
         synthesize_corpus(corpus, size, layouts=("mustc",), progress=True, lexicon=lexicon)
         timings["corpus"] = time.perf_counter() - t
     else:
-        found = _corpus_lexicon(corpus)
+        found = _corpus_manifest(corpus).get("lexicon", "full")
         _say(f"1/5 reusing the corpus in {corpus} (lexicon {found!r})")
         if found != lexicon:
             _say(f"    note: {config} expects lexicon {lexicon!r}; its expected results do not apply")
@@ -152,7 +156,8 @@ def run_demo(workdir: str | Path, *, bilingual: bool = False, corpus: str | Path
     result = write_analysis(analysis, read_quadruplets_csv(quads_csv), langs)
     timings["total"] = time.perf_counter() - t_start
     report = workdir / "report.md"
-    report.write_text(_report(rows, langs, result, timings, shared_steps, extra, base_cfg.optim.get("ctc_weight", 0.0)))
+    report.write_text(_report(rows, langs, result, timings, shared_steps, extra, base_cfg.optim.get("ctc_weight", 0.0),
+                              _corpus_manifest(corpus)))
     (workdir / "results.json").write_text(json.dumps({"rows": rows, "timings": timings}, indent=1))
     _say(f"done in {timings['total'] / 60:.1f} min")
     print(f"report: {report}")
@@ -185,7 +190,16 @@ def _ctc_note(weight: float) -> str:
             "docs/training.md), standing in for the ASR-pretrained encoder of the paper's recipe.")
 
 
-def _report(rows, langs, analysis, timings, shared_steps, extra, ctc_weight: float = 0.0) -> str:
+def _corpus_note(manifest: dict) -> str:
+    if not manifest:
+        return ""
+    mustc = manifest.get("sizes", {}).get("mustc", {})
+    return (f"Corpus: synthetic, size {manifest.get('size')!r} ({mustc.get('train')} training utterances per "
+            f"direction), lexicon {manifest['lexicon']!r} (mlst_jax/data/synthetic/lexicon/subsets.json), "
+            f"seed {manifest.get('seed')}.\n")
+
+
+def _report(rows, langs, analysis, timings, shared_steps, extra, ctc_weight: float = 0.0, manifest=None) -> str:
     head = "| system | #params | multiple | " + " | ".join(langs) + " | avg |"
     sep = "|" + "---|" * (4 + len(langs))
     body = [f"| {r['system']} | {r['params'] / 1e6:.2f}M | {r['multiple']:.2f}x{_capped(r)} | "
@@ -194,7 +208,7 @@ def _report(rows, langs, analysis, timings, shared_steps, extra, ctc_weight: flo
     times = "\n".join(f"| {k} | {v / 60:.1f} min |" for k, v in timings.items())
     return f"""# Miniature Table 1 (seed 000) on the synthetic corpus
 
-Fully shared model: {shared_steps} steps; every other system: {extra} more steps from it.{_ctc_note(ctc_weight)}
+{_corpus_note(manifest or {})}Fully shared model: {shared_steps} steps; every other system: {extra} more steps from it.{_ctc_note(ctc_weight)}
 Test split, sacreBLEU (13a) with beam search; parameters counted over the stored copies. "(cap)": the
 budget is above what splitting every decoder-layer unit per language reaches for this model size.
 Hypotheses and references: `runs/<system>/eval/<split>/<lang>.hyp` and `.ref`.

@@ -61,6 +61,8 @@ def test_report_table(demo_run, capsys):
             hyps, refs = ((written / f"{lang}.{ext}").read_text().splitlines() for ext in ("hyp", "ref"))
             assert len(hyps) == len(refs) > 0
     text = report.read_text()
+    assert json.loads((workdir / "corpus" / "manifest.json").read_text())["lexicon"] == "demo"  # the config's
+    assert "Corpus: synthetic, size 'tiny' (48 training utterances per direction), lexicon 'demo'" in text
     for name, r in rows.items():
         line = next(l for l in text.splitlines() if l.startswith(f"| {name} |"))
         assert f"{r['params'] / 1e6:.2f}M" in line and f"{r['avg']:.2f} |" in line
