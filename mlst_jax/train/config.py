@@ -150,6 +150,9 @@ def validate(c: ml_collections.ConfigDict, device_count: int | None = None, chec
             raise ValueError(f"optim.{field}={c.optim[field]} must be >= 0")
     if c.optim.grad_accum < 1:
         raise ValueError(f"optim.grad_accum={c.optim.grad_accum} must be >= 1")
+    if c.optim.get("schedule") == "cosine" and c.optim.get("warmup_updates", 0) >= c.train.max_updates:
+        raise ValueError(f"optim.warmup_updates={c.optim.warmup_updates} must be below train.max_updates="
+                         f"{c.train.max_updates} for the cosine schedule")
     if device_count is not None:
         resolve_mesh(c, device_count)
 

@@ -105,7 +105,7 @@ def test_readme_compile_budget_fits_32_devices():
 
 
 def test_config_files_validate():
-    specs = ["synth_tiny.py", "mustc_multilingual_m.py"] + [f"mustc_bilingual.py:{l}" for l in cfglib.MUSTC_LANGS]
+    specs = ["synth_tiny.py", "synth_demo.py", "synth_demo_tiny.py", "mustc_multilingual_m.py"] + [f"mustc_bilingual.py:{l}" for l in cfglib.MUSTC_LANGS]
     for spec in specs:
         cfglib.validate(load_config(str(CONFIGS / spec)), device_count=8, check_paths=False)
 

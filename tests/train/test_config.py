@@ -39,6 +39,14 @@ def test_errors_name_the_field(cfg, field, value, message):
         validate(cfg, device_count=8)
 
 
+def test_cosine_warmup_must_end_before_training_does(cfg):
+    cfg.optim.schedule, cfg.optim.warmup_updates, cfg.train.max_updates = "cosine", 150, 100
+    with pytest.raises(ValueError, match="optim.warmup_updates=150 must be below train.max_updates=100 for the cosine"):
+        validate(cfg)
+    cfg.train.max_updates = 151
+    validate(cfg)
+
+
 def test_mesh_resolution(cfg):
     assert resolve_mesh(cfg, 8) == (8, 1, 1)
     cfg.mesh.fsdp, cfg.mesh.tensor = 2, 2
