@@ -99,10 +99,11 @@ def run_demo(workdir: str | Path, *, bilingual: bool = False, corpus: str | Path
         _say(f"1/5 synthesizing the demo corpus into {corpus} (espeak-ng speech, En -> {', '.join(langs)}, "
              f"lexicon {lexicon!r})")
         t = time.perf_counter()
-        synthesize_corpus(corpus, size, layouts=("mustc",), progress=True, lexicon=lexicon)
+        manifest = synthesize_corpus(corpus, size, layouts=("mustc",), progress=True, lexicon=lexicon)
         timings["corpus"] = time.perf_counter() - t
     else:
-        found = _corpus_manifest(corpus).get("lexicon", "full")
+        manifest = _corpus_manifest(corpus)
+        found = manifest.get("lexicon", "full")
         _say(f"1/5 reusing the corpus in {corpus} (lexicon {found!r})")
         if found != lexicon:
             _say(f"    note: {config} expects lexicon {lexicon!r}; its expected results do not apply")
@@ -156,8 +157,8 @@ def run_demo(workdir: str | Path, *, bilingual: bool = False, corpus: str | Path
     result = write_analysis(analysis, read_quadruplets_csv(quads_csv), langs)
     timings["total"] = time.perf_counter() - t_start
     report = workdir / "report.md"
-    report.write_text(_report(rows, langs, result, timings, shared_steps, extra, base_cfg.optim.get("ctc_weight", 0.0),
-                              _corpus_manifest(corpus)))
+    ctc_weight = base_cfg.optim.get("ctc_weight", 0.0)
+    report.write_text(_report(rows, langs, result, timings, shared_steps, extra, ctc_weight, manifest))
     (workdir / "results.json").write_text(json.dumps({"rows": rows, "timings": timings}, indent=1))
     _say(f"done in {timings['total'] / 60:.1f} min")
     print(f"report: {report}")
@@ -206,9 +207,10 @@ def _report(rows, langs, analysis, timings, shared_steps, extra, ctc_weight: flo
             + " | ".join(f"{r[l]:.2f}" for l in langs) + f" | {r['avg']:.2f} |" for r in rows]
     layers = "\n".join(f"| {l.layer} | {l.mean:.4f} | {l.count} |" for l in analysis["layers"])
     times = "\n".join(f"| {k} | {v / 60:.1f} min |" for k, v in timings.items())
+    corpus = _corpus_note(manifest or {})
     return f"""# Miniature Table 1 (seed 000) on the synthetic corpus
 
-{_corpus_note(manifest or {})}Fully shared model: {shared_steps} steps; every other system: {extra} more steps from it.{_ctc_note(ctc_weight)}
+{corpus}Fully shared model: {shared_steps} steps; every other system: {extra} more steps from it.{_ctc_note(ctc_weight)}
 Test split, sacreBLEU (13a) with beam search; parameters counted over the stored copies. "(cap)": the
 budget is above what splitting every decoder-layer unit per language reaches for this model size.
 Hypotheses and references: `runs/<system>/eval/<split>/<lang>.hyp` and `.ref`.
