@@ -28,9 +28,9 @@ def get_config(lang: str | None = None):
         raise ValueError(f"configs/mustc_bilingual.py: {given}; pass one of {', '.join(MUSTC_LANGS)} as "
                          f"configs/mustc_bilingual.py:de")
     c = base_config()
-    c.model.arch = "s2t_transformer_s"
-    c.model.vocab_size = 8000
-    c.model.tie_word_embeddings = False
+    c.model.s2t.arch = "s2t_transformer_s"
+    c.model.s2t.vocab_size = 8000
+    c.model.s2t.tie_word_embeddings = False
 
     c.data.dataset = "mustc"
     c.data.src_lang = "en"

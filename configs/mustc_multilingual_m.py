@@ -26,9 +26,9 @@ from mlst_jax.train.config import MUSTC_LANGS, base_config
 def get_config():
     """The MuST-C multilingual (8 target languages) s2t_transformer_m config."""
     c = base_config()
-    c.model.arch = "s2t_transformer_m"
-    c.model.vocab_size = 10000
-    c.model.tie_word_embeddings = False
+    c.model.s2t.arch = "s2t_transformer_m"
+    c.model.s2t.vocab_size = 10000
+    c.model.s2t.tie_word_embeddings = False
 
     c.data.dataset = "mustc"
     c.data.src_lang = "en"

@@ -46,7 +46,7 @@ def get_config(system: str = "grad@2.0"):
         c.sharing.strategy = "bilingual"
     elif system == "adapters":
         c.sharing.strategy = "adapters"
-        c.model.overrides.adapter_dim = 512
+        c.model.s2t.overrides.adapter_dim = 512
         c.finetune.trainable = "adapters"
     elif system in LNA:
         c.sharing.strategy = "multilingual"

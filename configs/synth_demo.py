@@ -16,18 +16,18 @@ from mlst_jax.train.config import MUSTC_LANGS, base_config
 def get_config():
     """The synth_demo experiment config."""
     c = base_config()
-    c.model.arch = "s2t_transformer_s"
-    c.model.overrides.d_model = 256
-    c.model.overrides.encoder_layers = 3
-    c.model.overrides.decoder_layers = 2
-    c.model.overrides.encoder_ffn_dim = 1024
-    c.model.overrides.decoder_ffn_dim = 1024
-    c.model.overrides.encoder_attention_heads = 4
-    c.model.overrides.decoder_attention_heads = 4
-    c.model.overrides.conv_channels = 256
-    c.model.overrides.dropout = 0.0  # a few epochs at most: nothing to regularize yet
-    c.model.overrides.max_target_positions = 64
-    c.model.vocab_size = 1600  # the demo lexicon's targets give SentencePiece about 1,600 pieces
+    c.model.s2t.arch = "s2t_transformer_s"
+    c.model.s2t.overrides.d_model = 256
+    c.model.s2t.overrides.encoder_layers = 3
+    c.model.s2t.overrides.decoder_layers = 2
+    c.model.s2t.overrides.encoder_ffn_dim = 1024
+    c.model.s2t.overrides.decoder_ffn_dim = 1024
+    c.model.s2t.overrides.encoder_attention_heads = 4
+    c.model.s2t.overrides.decoder_attention_heads = 4
+    c.model.s2t.overrides.conv_channels = 256
+    c.model.s2t.overrides.dropout = 0.0  # a few epochs at most: nothing to regularize yet
+    c.model.s2t.overrides.max_target_positions = 64
+    c.model.s2t.vocab_size = 1600  # the demo lexicon's targets give SentencePiece about 1,600 pieces
 
     c.data.dataset = "synthetic"
     c.data.tgt_langs = MUSTC_LANGS

@@ -14,18 +14,18 @@ from mlst_jax.train.config import base_config
 def get_config():
     """The synth_tiny experiment config."""
     c = base_config()
-    c.model.arch = "s2t_transformer_s"
-    c.model.overrides.d_model = 64
-    c.model.overrides.encoder_layers = 2
-    c.model.overrides.decoder_layers = 2
-    c.model.overrides.encoder_ffn_dim = 256
-    c.model.overrides.decoder_ffn_dim = 256
-    c.model.overrides.encoder_attention_heads = 4
-    c.model.overrides.decoder_attention_heads = 4
-    c.model.overrides.conv_channels = 128
-    c.model.overrides.dropout = 0.1
-    c.model.overrides.max_target_positions = 128
-    c.model.vocab_size = 400
+    c.model.s2t.arch = "s2t_transformer_s"
+    c.model.s2t.overrides.d_model = 64
+    c.model.s2t.overrides.encoder_layers = 2
+    c.model.s2t.overrides.decoder_layers = 2
+    c.model.s2t.overrides.encoder_ffn_dim = 256
+    c.model.s2t.overrides.decoder_ffn_dim = 256
+    c.model.s2t.overrides.encoder_attention_heads = 4
+    c.model.s2t.overrides.decoder_attention_heads = 4
+    c.model.s2t.overrides.conv_channels = 128
+    c.model.s2t.overrides.dropout = 0.1
+    c.model.s2t.overrides.max_target_positions = 128
+    c.model.s2t.vocab_size = 400
 
     c.data.dataset = "synthetic"
     c.data.tgt_langs = ("de", "es", "fr")

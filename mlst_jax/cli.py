@@ -79,10 +79,6 @@ def build_parser() -> argparse.ArgumentParser:
     from mlst_jax.sharing.cli_analyze import add_analyze_command
 
     add_analyze_command(sub)
-
-    from mlst_jax.xmef.train import add_xmef_commands
-
-    add_xmef_commands(sub)
     return parser
 
 

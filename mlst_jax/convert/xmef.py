@@ -147,7 +147,7 @@ class MBart50Vocab:
     at id i + 1, then the 52 mBART-50 language codes (`mlst_jax.models.mbart.MBART50_LANG_CODES`, from id
     `pieces + 1`), then `<mask>`. Decodes ids to text and maps target languages ('de' or 'de_DE') to code ids."""
 
-    def __init__(self, spm_path: str | Path):
+    def __init__(self, spm_path: str | Path, codes: Mapping[str, str] | None = None):
         import sentencepiece as spm
 
         self.spm_path = str(spm_path)
@@ -155,6 +155,7 @@ class MBart50Vocab:
         self.sp_size = self.sp.get_piece_size()
         if self.sp_size < N_SPECIALS - 1:
             raise ValueError(f"{spm_path}: a SentencePiece model of {self.sp_size} pieces is not mBART's")
+        self.codes = dict(codes or {})  # language -> mBART-50 code, for languages mBART-50 lacks
 
     def __len__(self) -> int:
         return mbart50_vocab_size(self.sp_size)
@@ -166,8 +167,15 @@ class MBart50Vocab:
         return list(MBART50_LANG_CODES)
 
     def lang_id(self, lang: str) -> int:
-        """Id of the mBART-50 code of `lang` ('de', 'de_DE', 'de-de'); ValueError naming the known codes."""
-        return mbart50_lang_id_checked(lang, self.sp_size)
+        """Id of the mBART-50 code of `lang` ('de', 'de_DE', 'de-de', or a language of `codes`); ValueError naming
+        the known codes."""
+        return mbart50_lang_id_checked(self.codes.get(lang, lang), self.sp_size)
+
+    def encode(self, text: str, lang: str | None = None, add_eos: bool = True) -> list[int]:
+        """Text -> ids, with the code of `lang` first and `</s>` last: HF `MBart50Tokenizer` with `tgt_lang` (or
+        `src_lang`) set. SentencePiece piece i > 0 is id i + 1; its unknown piece (0) is `<unk>` (3)."""
+        ids = [i + 1 if i > 0 else 3 for i in self.sp.encode(text, out_type=int)]
+        return ([self.lang_id(lang)] if lang else []) + ids + ([2] if add_eos else [])
 
     def decode(self, ids) -> str:
         """Ids → detokenized text, stopping at `</s>` and dropping specials, language codes and `<mask>` (as HF

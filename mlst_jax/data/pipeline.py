@@ -2,18 +2,27 @@
 
 fairseq's multilingual speech-to-text recipe, made static-shape for XLA:
 
-* **Metadata.** Every source (one per target language; TFDS ``as_data_source`` or any sequence of example
-  dicts holding ``tgt_text``, ``tgt_lang`` and ``audio`` int16 16 kHz or ``fbank`` float16 [frames, 80])
-  is scanned once for feature frames and target token counts (:func:`scan_source`; pass the results as
-  ``metadata=`` to skip the scan, e.g. cached with :meth:`SourceMeta.save`). Audio lengths count Kaldi
-  frames (25 ms window, 10 ms shift).
+* **Streams.** One source per stream. By default a stream is named by its target language (``{"de": MuST-C
+  en-de, ...}``); with ``targets``, streams have any names (e.g. translation directions ``"de-en"``,
+  ``"fr-en"``) and ``targets[i]`` is the target language of stream ``langs[i]`` (streams may share one).
+  Targets start with their target language's tag. Sampling, stratification, statistics and the ids in
+  batches are per stream (fairseq samples language pairs); ids index ``pipeline.langs``.
+* **Metadata.** Every source (TFDS ``as_data_source`` or any sequence of example dicts holding
+  ``tgt_text``, ``tgt_lang`` and ``audio`` int16 16 kHz or ``fbank`` float16 [frames, 80]) is scanned once
+  for feature steps and target token counts (:func:`scan_source`; pass the results as ``metadata=`` to skip
+  the scan, e.g. cached with :meth:`SourceMeta.save`).
+* **Feature steps**: fbank frames, or samples for waveform features. With ``features="fbank"`` audio
+  lengths count Kaldi frames (25 ms window, 10 ms shift); with ``features="waveform"`` (audio sources only)
+  they count 16 kHz samples, and so do ``max_frames``, ``min_frames``, ``frame_buckets`` and
+  ``max_frames_per_batch``. :class:`SourceMeta` records which unit it counts.
 * **Filtering** (training only, as fairseq's data prep): more than ``max_frames`` or fewer than
-  ``min_frames`` frames, empty targets, targets longer than ``max_tokens``. Every drop is counted per
-  language and reason in ``pipeline.stats`` and logged.
-* **Temperature sampling.** Each epoch draws ``round(p_l * N)`` examples of language ``l``, ``p_l ∝
-  n_l^(1/T)`` (fairseq's ``ResamplingDataset`` sizes): without replacement when a language shrinks, as
+  ``min_frames`` feature steps, empty targets, targets longer than ``max_tokens``; with ``source_tokens``,
+  empty transcripts and transcripts longer than ``source_tokens`` tokens. Every drop is counted per
+  stream and reason in ``pipeline.stats`` and logged.
+* **Temperature sampling.** Each epoch draws ``round(p_l * N)`` examples of stream ``l``, ``p_l ∝
+  n_l^(1/T)`` (fairseq's ``ResamplingDataset`` sizes): without replacement when a stream shrinks, as
   whole copies plus a draw without replacement for the remainder when it grows. Draws are made per
-  (language, frame bucket) cell in proportion to the cell's size, which keeps the number of batches per
+  (stream, frame bucket) cell in proportion to the cell's size, which keeps the number of batches per
   epoch fixed. ``T = 1`` uses every example exactly once per epoch.
 * **Static shapes.** Each example goes to the smallest frame bucket holding it. A bucket's batch holds
   ``B = floor(max_frames_per_batch / T_bucket)`` rows rounded down so that every device gets the same
@@ -21,12 +30,14 @@ fairseq's multilingual speech-to-text recipe, made static-shape for XLA:
   ``B`` a multiple of ``num_devices``); its token length is the smallest token bucket holding the longest
   target in that frame bucket. So there is one shape per used frame bucket (:meth:`Pipeline.batch_shapes`).
 * **Stratified batches.** With ``stratify=True`` a batch is ``[n_groups, b, ...]``, each group holding
-  examples of a single target language, with ``group_lang`` [n_groups]; otherwise ``[B, ...]`` with a
-  per-row ``lang``. Language ids index ``pipeline.langs``.
+  examples of a single stream, with ``group_lang`` [n_groups]; otherwise ``[B, ...]`` with a per-row
+  ``lang``.
 * **Features.** fbank sources are read as stored; audio sources go through the jitted ``fbank_batch``
   (on the CPU backend) in chunks of ``FBANK_ROWS`` real rows at the bucket's padded length (one compilation
-  per frame bucket). Then utterance CMVN (default) or global CMVN, then
-  SpecAugment on training batches (fairseq's transform order).
+  per frame bucket). Then utterance CMVN (default) or global CMVN, then SpecAugment on training batches
+  (fairseq's transform order). Waveform features are the samples / 32768; ``cmvn="utterance"`` is HF
+  ``Wav2Vec2FeatureExtractor``'s ``do_normalize`` over each utterance's samples (``(w - mean) / sqrt(var +
+  1e-7)``), None leaves them as they are; no global CMVN or SpecAugment.
 * **Multi-host.** All processes build the same global plan (same shapes at every step); process ``s`` of
   ``shard_count`` reads rows ``[s·b, (s+1)·b)`` of every global group, so processes see disjoint examples.
   ``max_frames_per_batch`` bounds each process's batch. Batches do not depend on how the global batch is split
@@ -36,14 +47,18 @@ fairseq's multilingual speech-to-text recipe, made static-shape for XLA:
   index, row of the global batch), so a restored iterator yields the same batches, whatever the number of
   processes. ``worker_count > 0`` adds grain worker processes (``mp_prefetch``).
 
-Batch dict: ``features`` float32 [..., T, 80] (zero past each length), ``feature_lengths`` int32,
-``decoder_input`` int32 ``[</s>, tag, tokens...]`` padded with ``<pad>``, ``target`` int32 ``[tag,
-tokens..., </s>]``, ``loss_weights`` float32 (0 at padding and at the tag), ``valid`` int32 (0 for rows
-that only fill the shape), ``index`` int32 (row's example index in its source, -1 for padding), and
-``group_lang`` [n_groups] or ``lang`` [B] int32. With ``ctc_max_chars > 0``, training batches also carry the
-source transcript (``src_text``) as ``ctc_labels`` int32 [..., ctc_max_chars] with ``ctc_label_paddings``
-float32 (1 past the transcript; all 1 for a transcript longer than ``ctc_max_chars``, counted in
-``stats.ctc_too_long``).
+Batch dict: ``features`` float32 [..., T, 80] (fbank) or [..., N] (waveform), zero past each length,
+``feature_lengths`` int32 (feature steps), ``decoder_input`` int32 ``[</s>, tag, tokens...]`` padded with
+``<pad>``, ``target`` int32 ``[tag, tokens..., </s>]``, ``loss_weights`` float32 (0 at padding and at the
+tag), ``valid`` int32 (0 for rows that only fill the shape), ``index`` int32 (row's example index in its
+source, -1 for padding), and ``group_lang`` [n_groups] or ``lang`` [B] int32. With ``ctc_max_chars > 0``,
+training batches also carry the source transcript (``src_text``) as ``ctc_labels`` int32 [...,
+ctc_max_chars] with ``ctc_label_paddings`` float32 (1 past the transcript; all 1 for a transcript longer than
+``ctc_max_chars``, counted in ``stats.ctc_too_long``). With ``source_tokens > 0``, batches carry
+``src_tokens`` int32 [..., source_tokens]: ``vocab.encode(src_text, src_lang)`` (``[source tag, pieces...,
+</s>]``, mBART's source layout) padded with ``<pad>`` (padding rows all ``<pad>``); evaluation keeps every
+example and cuts a longer transcript to its first ``source_tokens - 1`` tokens plus ``</s>`` (counted in
+``stats.src_truncated``).
 """
 from __future__ import annotations
 
@@ -62,6 +77,15 @@ from mlst_jax.audio.cmvn import GlobalCMVN, utterance_cmvn
 from mlst_jax.audio.fbank import FRAME_LENGTH, FRAME_SHIFT, NUM_MEL_BINS, num_frames
 from mlst_jax.audio.specaugment import get_policy
 from mlst_jax.data.ctc_labels import char_labels
+from mlst_jax.data.source_meta import (
+    FEATURES,
+    STEP_UNITS,
+    SourceMeta,
+    _read,
+    _source_ids,
+    _text,
+    scan_source,
+)
 from mlst_jax.data.vocab import EOS_ID, PAD_ID
 
 __all__ = [
@@ -75,17 +99,24 @@ logger = logging.getLogger(__name__)
 DEFAULT_FRAME_BUCKETS = tuple(range(128, 3073, 128))
 DEFAULT_TOKEN_BUCKETS = (16, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 DROP_REASONS = ("too_long", "too_short", "empty_target", "target_too_long")
+SOURCE_DROP_REASONS = ("empty_source", "source_too_long")  # with source_tokens > 0
 FBANK_ROWS = 8
+WAVEFORM_VAR_EPS = 1e-7  # HF Wav2Vec2FeatureExtractor's zero_mean_unit_var_norm
 
 
 @dataclasses.dataclass(frozen=True)
 class PipelineConfig:
     """Input pipeline settings (defaults: fairseq's MuST-C multilingual recipe).
 
-    ``langs`` orders the languages (ids in batches); empty means the sorted source keys. ``temperature``
-    is 1 for proportional sampling, larger flattens, ``inf`` is uniform. ``n_groups`` (stratified batches)
-    defaults to the number of languages. ``specaugment`` is a fairseq policy name or None; ``cmvn`` is
-    ``"utterance"``, ``"global"`` (statistics from ``global_cmvn_path``, a ``GlobalCMVN`` .npz) or None.
+    ``langs`` orders the streams (ids in batches); empty means the sorted source keys. ``targets`` gives the
+    target language of each stream of ``langs`` (empty: the stream names are target languages).
+    ``temperature`` is 1 for proportional sampling, larger flattens, ``inf`` is uniform. ``n_groups``
+    (stratified batches) defaults to the number of streams. ``features`` is ``"fbank"`` or ``"waveform"``
+    (raw 16 kHz samples of audio sources, for wav2vec 2.0 encoders); ``max_frames``, ``min_frames``,
+    ``frame_buckets`` and ``max_frames_per_batch`` count feature steps: fbank frames, or samples for waveform
+    features. ``specaugment`` is a fairseq policy name or None (None for waveform features); ``cmvn`` is
+    ``"utterance"``, ``"global"`` (statistics from ``global_cmvn_path``, a ``GlobalCMVN`` .npz; fbank only)
+    or None. ``source_tokens > 0``: batches carry the transcript as ``src_tokens`` of that length.
     ``num_epochs`` None repeats forever. ``on_bad_example``: ``"skip"`` turns an example that fails to load
     into a padding row (counted in ``stats.load_errors``), ``"raise"`` raises. ``worker_count`` grain
     worker processes (0: in-process), ``read_threads``/``prefetch`` grain's per-process reading threads and
@@ -113,6 +144,9 @@ class PipelineConfig:
     read_threads: int = 2
     prefetch: int = 4
     ctc_max_chars: int = 0  # > 0: training batches carry the source transcript as CTC labels (mlst_jax.train.ctc)
+    features: str = "fbank"
+    targets: tuple[str, ...] = ()
+    source_tokens: int = 0
 
     def __post_init__(self):
         if list(self.frame_buckets) != sorted(set(self.frame_buckets)) or not self.frame_buckets:
@@ -127,6 +161,18 @@ class PipelineConfig:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if self.cmvn not in ("utterance", "global", None):
             raise ValueError(f"cmvn must be 'utterance', 'global' or None, got {self.cmvn!r}")
+        if self.features not in FEATURES:
+            raise ValueError(f"features must be 'fbank' or 'waveform', got {self.features!r}")
+        if self.features == "waveform" and self.specaugment is not None:
+            raise ValueError(f"specaugment={self.specaugment!r} masks fbank features; features='waveform' needs "
+                             "specaugment=None")
+        if self.features == "waveform" and self.cmvn == "global":
+            raise ValueError("cmvn='global' applies to fbank features; waveform features take 'utterance' or None")
+        if self.targets and len(self.targets) != len(self.langs):
+            raise ValueError(f"targets {self.targets} must give the target language of each stream of langs "
+                             f"{self.langs}")
+        if self.source_tokens < 0:
+            raise ValueError(f"source_tokens must be >= 0, got {self.source_tokens}")
         if self.cmvn == "global" and not self.global_cmvn_path:
             raise ValueError("cmvn='global' needs global_cmvn_path (a GlobalCMVN .npz)")
         if self.ctc_max_chars < 0:
@@ -136,30 +182,9 @@ class PipelineConfig:
         get_policy(self.specaugment)
 
 
-@dataclasses.dataclass
-class SourceMeta:
-    """Per-example lengths of one source: ``kind`` (``audio``/``fbank``), feature frames, target token
-    counts (``len(vocab.encode(text, lang))``, tag and ``</s>`` included) and target languages."""
-
-    kind: str
-    n_frames: np.ndarray
-    n_tokens: np.ndarray
-    tgt_langs: np.ndarray
-
-    def save(self, path) -> None:
-        """Writes an ``.npz`` file."""
-        with open(path, "wb") as f:
-            np.savez(f, kind=self.kind, n_frames=self.n_frames, n_tokens=self.n_tokens, tgt_langs=self.tgt_langs)
-
-    @classmethod
-    def load(cls, path) -> "SourceMeta":
-        """Reads a file written by :meth:`save`."""
-        with np.load(path) as d:
-            return cls(str(d["kind"]), d["n_frames"], d["n_tokens"], d["tgt_langs"])
-
-
 class BatchShape(NamedTuple):
-    """Shapes of a batch's ``features`` and of its ``decoder_input``/``target``/``loss_weights``."""
+    """Shapes of a batch's ``features`` ([..., T, 80], or [..., N] for waveform features) and of its
+    ``decoder_input``/``target``/``loss_weights``."""
 
     features: tuple[int, ...]
     tokens: tuple[int, ...]
@@ -167,9 +192,10 @@ class BatchShape(NamedTuple):
 
 @dataclasses.dataclass
 class PipelineStats:
-    """Examples kept and dropped (per language and reason), per-epoch sample sizes, and load errors.
+    """Examples kept and dropped (per stream and reason), per-epoch sample sizes, and load errors.
 
-    Load errors are counted in the process that reads the data (not visible from grain worker processes).
+    Load errors, transcripts too long for CTC labels and truncated source tokens are counted in the process
+    that reads the data (not visible from grain worker processes).
     """
 
     kept: dict[str, int] = dataclasses.field(default_factory=dict)
@@ -177,14 +203,15 @@ class PipelineStats:
     epoch_examples: dict[str, int] = dataclasses.field(default_factory=dict)
     load_errors: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     ctc_too_long: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    src_truncated: collections.Counter = dataclasses.field(default_factory=collections.Counter)
 
     @property
     def dropped(self) -> collections.Counter:
-        """Dropped examples per reason, all languages together."""
+        """Dropped examples per reason, all streams together."""
         return sum(self.dropped_by_lang.values(), collections.Counter())
 
     def summary(self) -> str:
-        """One line per language: kept, dropped per reason, examples per epoch."""
+        """One line per stream: kept, dropped per reason, examples per epoch."""
         lines = []
         for lang in self.kept:
             drops = ", ".join(f"{r}={c}" for r, c in sorted(self.dropped_by_lang.get(lang, {}).items()) if c) or "none"
@@ -193,47 +220,10 @@ class PipelineStats:
         if self.ctc_too_long:
             lines.append("transcripts too long for CTC labels (no CTC loss on them): "
                          + ", ".join(f"{l}={n}" for l, n in sorted(self.ctc_too_long.items())))
+        if self.src_truncated:
+            lines.append("source tokens truncated: "
+                         + ", ".join(f"{l}={n}" for l, n in sorted(self.src_truncated.items())))
         return "\n".join(lines)
-
-
-def _text(value) -> str:
-    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
-
-
-def _read(source, indices: Sequence[int]) -> list:
-    return [source[int(i)] for i in indices]
-
-
-def _kind(ex: Mapping) -> str:
-    if "audio" in ex:
-        return "audio"
-    if "fbank" in ex:
-        return "fbank"
-    raise ValueError(f"example has neither 'audio' nor 'fbank' (keys: {sorted(ex)})")
-
-
-def scan_source(source, vocab, lang: str | None = None, chunk: int = 256) -> SourceMeta:
-    """Reads every example once for its frame count and target token count.
-
-    Args:
-      source: random-access source of example dicts (``len`` and ``[]``).
-      vocab: target :class:`~mlst_jax.data.vocab.Vocab`.
-      lang: target language of every example; None reads each example's ``tgt_lang``.
-      chunk: examples per read.
-    """
-    n = len(source)
-    frames, tokens, langs, kind = np.zeros(n, np.int32), np.zeros(n, np.int32), [], None
-    for start in range(0, n, chunk):
-        for i, ex in zip(range(start, min(n, start + chunk)), _read(source, range(start, min(n, start + chunk)))):
-            k = _kind(ex)
-            if kind not in (None, k):
-                raise ValueError(f"source mixes {kind} and {k} examples (index {i})")
-            kind = k
-            frames[i] = num_frames(len(ex["audio"])) if k == "audio" else len(ex["fbank"])
-            l = lang or _text(ex["tgt_lang"])
-            tokens[i] = len(vocab.encode(_text(ex["tgt_text"]), l))
-            langs.append(l)
-    return SourceMeta(kind or "audio", frames, tokens, np.array(langs, dtype=str).reshape(n))
 
 
 def language_probs(sizes, temperature: float) -> np.ndarray:
@@ -264,8 +254,9 @@ def _rows(cfg: PipelineConfig, frames: int, n_groups: int, num_devices: int) -> 
     rows = cfg.max_frames_per_batch // frames // multiple * multiple
     if rows == 0:
         what = f"{n_groups} language groups x {num_devices} devices" if cfg.stratify else f"{num_devices} devices"
+        unit = STEP_UNITS[cfg.features]
         raise ValueError(f"max_frames_per_batch={cfg.max_frames_per_batch} cannot hold one utterance of {frames} "
-                         f"frames for each of {what} ({multiple} rows, at least {frames * multiple} frames); the "
+                         f"{unit} for each of {what} ({multiple} rows, at least {frames * multiple} {unit}); the "
                          f"budget is per process: raise it with the process's batch devices, or lower max_frames")
     return rows
 
@@ -284,7 +275,12 @@ def batch_shape(cfg: PipelineConfig, frames: int, tokens: int, *, num_devices: i
 def _shape(cfg: PipelineConfig, frames: int, tokens: int, n_groups: int, num_devices: int) -> BatchShape:
     rows = _rows(cfg, frames, n_groups, num_devices)
     lead = (n_groups, rows // n_groups) if cfg.stratify else (rows,)
-    return BatchShape((*lead, frames, NUM_MEL_BINS), (*lead, tokens))
+    return _batch_shape(cfg, lead, frames, tokens)
+
+
+def _batch_shape(cfg: PipelineConfig, lead: tuple[int, ...], frames: int, tokens: int) -> BatchShape:
+    features = (*lead, frames) if cfg.features == "waveform" else (*lead, frames, NUM_MEL_BINS)
+    return BatchShape(features, (*lead, tokens))
 
 
 def train_frame_buckets(cfg: PipelineConfig) -> list[int]:
@@ -401,38 +397,59 @@ class _TrainPlan:
 
 
 class _BatchLoader:
-    """Reads a planned batch's examples and builds its arrays (features, CMVN, SpecAugment, tokens)."""
+    """Reads a planned batch's examples and builds its arrays (features, CMVN, SpecAugment, tokens).
+
+    ``langs`` names the streams (rows' ``lang`` ids index it), ``targets`` their target languages (default:
+    ``langs``). A spec with ``references`` (multi-way batches: ``references[k][row]`` is the row's encoded
+    target in stream ``k``) gets ``[n_streams, rows, U]`` targets from it instead of the examples' own.
+    """
 
     def __init__(self, sources: list, kinds: list[str], vocab, langs: list[str], cfg: PipelineConfig, train: bool,
-                 shard_index: int, stats: PipelineStats):
+                 shard_index: int, stats: PipelineStats, targets: Sequence[str] | None = None):
         self.sources, self.kinds, self.vocab, self.langs = sources, kinds, vocab, langs
+        self.targets = list(targets or langs)
+        self.waveform = cfg.features == "waveform"
         self.cmvn = cfg.cmvn
         self.global_cmvn = GlobalCMVN.load(cfg.global_cmvn_path) if cfg.cmvn == "global" else None
         self.specaugment = get_policy(cfg.specaugment) if train else None
         self.seed, self.shard_index, self.on_bad = cfg.seed, shard_index, cfg.on_bad_example
         self.stats = stats
-        self.train, self.ctc_max_chars = train, cfg.ctc_max_chars
+        self.train, self.ctc_max_chars, self.source_tokens = train, cfg.ctc_max_chars, cfg.source_tokens
 
     def __call__(self, spec: dict) -> dict[str, np.ndarray]:
-        (*lead, t, _), (*_, u) = spec["shape"]
+        shape, refs = spec["shape"], spec.get("references")
+        lead, u = shape.tokens[:-1], shape.tokens[-1]
+        t = shape.features[len(lead)]
         slot, example, lang = spec["slot"].reshape(-1), spec["example"].reshape(-1), spec["lang"].reshape(-1)
         r = slot.size
-        feats = np.zeros((r, t, NUM_MEL_BINS), np.float32)
+        feats = np.zeros((r, *shape.features[len(lead):]), np.float32)
         lengths, samples = np.zeros(r, np.int32), np.zeros(r, np.int32)
         waves = None
-        dec, tgt = np.full((r, u), PAD_ID, np.int32), np.full((r, u), PAD_ID, np.int32)
-        weights = np.zeros((r, u), np.float32)
+        n_tgt = 1 if refs is None else len(refs)
+        dec, tgt = np.full((n_tgt, r, u), PAD_ID, np.int32), np.full((n_tgt, r, u), PAD_ID, np.int32)
+        weights = np.zeros((n_tgt, r, u), np.float32)
         valid = np.zeros(r, np.int32)
         n_ctc = self.ctc_max_chars if self.train else 0
         ctc_labels, ctc_pad = np.zeros((r, n_ctc), np.int32), np.ones((r, n_ctc), np.float32)
+        n_src = self.source_tokens
+        src_tokens = np.full((r, n_src), PAD_ID, np.int32)
         for s in np.unique(slot[slot >= 0]):
             rows = np.flatnonzero(slot == s)
             for row, ex in zip(rows, _read(self.sources[s], example[rows])):
                 try:
-                    ids = self.vocab.encode(_text(ex["tgt_text"]), self.langs[lang[row]])
-                    if len(ids) > u:
-                        raise ValueError(f"target of {len(ids)} tokens exceeds the batch's {u}")
-                    if self.kinds[s] == "audio":
+                    if refs is None:
+                        ids = [self.vocab.encode(_text(ex["tgt_text"]), self.targets[lang[row]])]
+                        if len(ids[0]) > u:
+                            raise ValueError(f"target of {len(ids[0])} tokens exceeds the batch's {u}")
+                    else:
+                        ids = [refs[k][row] for k in range(n_tgt)]
+                    src = self._source(ex, lang[row]) if n_src else []
+                    if self.waveform:
+                        pcm = np.asarray(ex["audio"])[:t]
+                        if not len(pcm):
+                            raise ValueError("no samples")
+                        feats[row, : len(pcm)], lengths[row] = pcm.astype(np.float32) / 32768.0, len(pcm)
+                    elif self.kinds[s] == "audio":
                         pcm = np.asarray(ex["audio"])[: FRAME_LENGTH + (t - 1) * FRAME_SHIFT]
                         if len(pcm) < FRAME_LENGTH:
                             raise ValueError(f"{len(pcm)} samples, fewer than one frame")
@@ -453,9 +470,11 @@ class _BatchLoader:
                 valid[row] = 1
                 if n_ctc:
                     self._ctc(ex, row, lang[row], ctc_labels, ctc_pad)
-                tgt[row, : len(ids)] = ids
-                dec[row, : len(ids)] = [EOS_ID] + ids[:-1]
-                weights[row, 1 : len(ids)] = 1.0
+                src_tokens[row, : len(src)] = src
+                for k, target in enumerate(ids):
+                    tgt[k, row, : len(target)] = target
+                    dec[k, row, : len(target)] = [EOS_ID] + target[:-1]
+                    weights[k, row, 1 : len(target)] = 1.0
         if waves is not None:
             audio_rows = np.flatnonzero((samples > 0) & (valid == 1))
             for i in range(0, len(audio_rows), FBANK_ROWS):
@@ -469,23 +488,43 @@ class _BatchLoader:
             for row in np.flatnonzero(valid):  # one generator per global row: independent of the process count
                 rng = np.random.default_rng([self.seed, 1, spec["index"], int(spec["row"][row])])
                 feats[row] = self.specaugment(feats[row], rng, lengths[row])
-        out = dict(features=feats, feature_lengths=lengths, decoder_input=dec, target=tgt, loss_weights=weights,
-                   valid=valid, index=np.where(valid == 1, example, -1).astype(np.int32))
+        tokens = (*lead, u) if refs is None else (n_tgt, *lead, u)
+        out = dict(features=feats.reshape(*lead, *feats.shape[1:]), feature_lengths=lengths.reshape(lead),
+                   decoder_input=dec.reshape(tokens), target=tgt.reshape(tokens), loss_weights=weights.reshape(tokens),
+                   valid=valid.reshape(lead), index=np.where(valid == 1, example, -1).astype(np.int32).reshape(lead))
         if n_ctc:
-            out.update(ctc_labels=ctc_labels, ctc_label_paddings=ctc_pad)
-        out = {k: v.reshape(*lead, *v.shape[1:]) for k, v in out.items()}
+            out.update(ctc_labels=ctc_labels.reshape(*lead, n_ctc), ctc_label_paddings=ctc_pad.reshape(*lead, n_ctc))
+        if n_src:
+            out["src_tokens"] = src_tokens.reshape(*lead, n_src)
         if spec["group_lang"] is not None:
             out["group_lang"] = spec["group_lang"]
-        else:
+        elif refs is None:
             out["lang"] = lang.astype(np.int32)
         return out
 
     def _normalize(self, feats: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        if self.waveform:
+            out = np.zeros_like(feats)
+            for row in np.flatnonzero(lengths):
+                w = feats[row, : lengths[row]]
+                out[row, : len(w)] = (w - w.mean()) / np.sqrt(w.var() + WAVEFORM_VAR_EPS) if self.cmvn else w
+            return out
         if self.cmvn == "utterance":
             return utterance_cmvn(feats, lengths)
         if self.cmvn == "global":
             feats = self.global_cmvn.apply(feats)
         return np.where((np.arange(feats.shape[1]) < lengths[:, None])[..., None], feats, 0.0).astype(np.float32)
+
+    def _source(self, ex, lang: int) -> list[int]:
+        """The row's transcript as source tokens; longer than source_tokens: an error in training (such
+        examples are filtered out), cut to ``[tag, pieces..., </s>]`` of source_tokens in evaluation (counted)."""
+        ids = _source_ids(self.vocab, ex)
+        if len(ids) <= self.source_tokens:
+            return ids
+        if self.train:
+            raise ValueError(f"transcript of {len(ids)} tokens exceeds source_tokens={self.source_tokens}")
+        self.stats.src_truncated[self.langs[lang]] += 1
+        return ids[: self.source_tokens - 1] + [EOS_ID]
 
     def _ctc(self, ex, row: int, lang: int, labels: np.ndarray, paddings: np.ndarray) -> None:
         """The row's source transcript as CTC labels; a transcript longer than ctc_max_chars gets none (counted)."""
@@ -520,7 +559,7 @@ class Pipeline:
     """Iterator over batches (numpy dicts) with grain's checkpointable state.
 
     Attributes:
-      langs: language codes; ``lang``/``group_lang`` ids index this list.
+      langs: stream names (target languages by default); ``lang``/``group_lang`` ids index this list.
       stats: :class:`PipelineStats`.
       steps_per_epoch: batches per epoch (per process; the same on every process).
       dataset: the underlying ``grain.IterDataset``.
@@ -553,8 +592,8 @@ class Pipeline:
         self.iterator.set_state(state)
 
     def batch_shapes(self) -> list[BatchShape]:
-        """Every shape this pipeline can yield, sorted by frames: the train step compiles once per shape."""
-        return sorted(set(self._shapes), key=lambda s: (s.features[-2], s.tokens[-1], s.features))
+        """Every shape this pipeline can yield, sorted by feature steps: the train step compiles once per shape."""
+        return sorted(set(self._shapes), key=lambda s: (s.features[len(s.tokens) - 1], s.tokens[-1], s.features))
 
     def close(self) -> None:
         """Stops grain worker processes and threads, if any."""
@@ -573,15 +612,32 @@ def _grain_iter(ds, cfg: PipelineConfig):
     return ds
 
 
-def _metadata(sources, vocab, langs, metadata) -> dict[str, SourceMeta]:
+def _metadata(sources, vocab, langs, targets, metadata, cfg: PipelineConfig) -> dict[str, SourceMeta]:
     metadata = dict(metadata or {})
-    for lang in langs:
+    for lang, target in zip(langs, targets):
         if lang not in metadata:
-            metadata[lang] = scan_source(sources[lang], vocab, lang)
-        if len(metadata[lang].n_frames) != len(sources[lang]):
-            raise ValueError(f"metadata for {lang} has {len(metadata[lang].n_frames)} examples, "
-                             f"its source {len(sources[lang])}")
+            try:
+                metadata[lang] = scan_source(sources[lang], vocab, target, features=cfg.features,
+                                             source_tokens=cfg.source_tokens > 0)
+            except ValueError as e:
+                raise ValueError(f"stream {lang!r}: {e}") from e
+        _check_meta(lang, metadata[lang], len(sources[lang]), cfg, source_tokens=cfg.source_tokens > 0)
     return metadata
+
+
+def _check_meta(name: str, meta: SourceMeta, n: int, cfg: PipelineConfig, source_tokens: bool) -> None:
+    """The metadata fits its source and counts lengths in the pipeline's unit."""
+    if len(meta.n_frames) != n:
+        raise ValueError(f"metadata for {name} has {len(meta.n_frames)} examples, its source {n}")
+    if meta.features != cfg.features:
+        raise ValueError(f"metadata for {name} counts {STEP_UNITS[meta.features]} ({meta.features} features), "
+                         f"but features={cfg.features!r} needs {STEP_UNITS[cfg.features]}: scan the source with "
+                         f"scan_source(..., features={cfg.features!r})")
+    if cfg.features == "waveform" and meta.kind != "audio":
+        raise ValueError(f"{name}: features='waveform' needs an audio source, this one holds {meta.kind} features")
+    if source_tokens and meta.n_src_tokens is None:
+        raise ValueError(f"metadata for {name} has no source token counts, which source_tokens="
+                         f"{cfg.source_tokens} needs: scan the source with scan_source(..., source_tokens=True)")
 
 
 def _check_shard(shard_index: int, shard_count: int) -> None:
@@ -599,28 +655,32 @@ def make_train_pipeline(
     num_devices: int = 1,
     metadata: Mapping[str, SourceMeta] | None = None,
 ) -> Pipeline:
-    """Training pipeline over one source per target language (see the module docstring).
+    """Training pipeline over one source per stream (see the module docstring).
 
     Args:
-      sources: ``{lang: data source}``, e.g. ``MustC(config="en-de").as_data_source("train")`` under ``"de"``.
-      vocab: target vocabulary with a ``<lang:xx>`` tag for every language.
+      sources: ``{stream: data source}``, e.g. ``MustC(config="en-de").as_data_source("train")`` under ``"de"``
+        (or under ``"en-de"`` with that stream's target ``"de"`` in ``cfg.targets``).
+      vocab: target vocabulary with a ``<lang:xx>`` tag for every target language (and every source language
+        with ``cfg.source_tokens``).
       cfg: :class:`PipelineConfig`.
       shard_index, shard_count: this process's index and the number of processes.
       num_devices: data-parallel devices fed by this process; every device gets the same number of rows of
         every language group (stratified: rows per group are a multiple of it; otherwise all rows).
-      metadata: precomputed :func:`scan_source` results per language (scanned when missing).
+      metadata: precomputed :func:`scan_source` results per stream (scanned when missing), counting the
+        feature steps of ``cfg.features`` (and source tokens with ``cfg.source_tokens``).
 
     Returns:
       A :class:`Pipeline`; each process yields the same sequence of shapes.
     """
     _check_shard(shard_index, shard_count)
     langs = list(cfg.langs or sorted(sources))
+    targets = list(cfg.targets or langs)
     missing = [l for l in langs if l not in sources]
     if missing:
         raise ValueError(f"no source for language(s) {missing}; sources: {sorted(sources)}")
-    for lang in langs:
-        vocab.lang_id(lang)
-    metadata = _metadata(sources, vocab, langs, metadata)
+    for target in targets:
+        vocab.lang_id(target)
+    metadata = _metadata(sources, vocab, langs, targets, metadata, cfg)
     n_groups = _n_groups(cfg, langs)
 
     stats = PipelineStats()
@@ -633,8 +693,10 @@ def make_train_pipeline(
             "empty_target": meta.n_tokens <= 2,
             "target_too_long": meta.n_tokens > cfg.max_tokens,
         }
+        if cfg.source_tokens:
+            reasons.update(zip(SOURCE_DROP_REASONS, (meta.n_src_tokens <= 2, meta.n_src_tokens > cfg.source_tokens)))
         dropped, counts = np.zeros(len(meta.n_frames), bool), collections.Counter()
-        for reason in DROP_REASONS:
+        for reason in reasons:
             counts[reason] = int(np.count_nonzero(reasons[reason] & ~dropped))
             dropped |= reasons[reason]
         stats.dropped_by_lang[lang] = counts
@@ -667,7 +729,7 @@ def make_train_pipeline(
     epochs = cfg.num_epochs if cfg.num_epochs is not None else sys.maxsize // plan.steps_per_epoch
     total = plan.steps_per_epoch * epochs
     loader = _BatchLoader([sources[l] for l in langs], [metadata[l].kind for l in langs], vocab, langs, cfg,
-                          True, shard_index, stats)
+                          True, shard_index, stats, targets)
     ds = grain.MapDataset.range(total).map(plan).map(loader)
     logger.info("train pipeline: %d batches per epoch, %d shapes, temperature %s\n%s", plan.steps_per_epoch,
                 len(shapes), cfg.temperature, stats.summary())
@@ -691,17 +753,28 @@ def make_eval_pipeline(
 
     Examples are sorted by length (longest first) and padded to frame/token buckets (past the last bucket:
     rounded up to a multiple of the first); rows that only fill the last batch have ``valid`` 0. Nothing is
-    filtered except utterances shorter than one frame (counted as ``too_short``). No SpecAugment.
-    Language ids index ``cfg.langs`` when given, else the sorted target languages found. Process
-    ``shard_index`` gets rows ``[s·batch_size, (s+1)·batch_size)`` of each global batch.
+    filtered except utterances shorter than one frame (one sample for waveform features; counted as
+    ``too_short``). No SpecAugment. ``lang`` is the target language of every example (None: each example's
+    ``tgt_lang``). Language ids index the target languages of ``cfg.targets`` (first appearance order) when
+    given, else ``cfg.langs`` when given, else the sorted target languages found. Process ``shard_index``
+    gets rows ``[s·batch_size, (s+1)·batch_size)`` of each global batch.
     """
     _check_shard(shard_index, shard_count)
-    meta = metadata or scan_source(source, vocab, lang)
+    name = f"eval source ({lang})" if lang else "eval source"
+    if metadata is None:
+        try:
+            metadata = scan_source(source, vocab, lang, features=cfg.features)
+        except ValueError as e:
+            raise ValueError(f"{name}: {e}") from e
+    meta = metadata
+    _check_meta(name, meta, len(source), cfg, source_tokens=False)
     tgt_langs = np.asarray(meta.tgt_langs) if lang is None else np.full(len(meta.n_frames), lang)
-    langs = list(cfg.langs or sorted(set(tgt_langs.tolist())))
+    known = list(dict.fromkeys(cfg.targets)) if cfg.targets else list(cfg.langs)
+    langs = known or sorted(set(tgt_langs.tolist()))
     unknown = sorted(set(tgt_langs.tolist()) - set(langs))
     if unknown:
-        raise ValueError(f"target languages {unknown} are not in cfg.langs {langs}")
+        raise ValueError(f"target languages {unknown} are not in {'cfg.targets' if cfg.targets else 'cfg.langs'} "
+                         f"{langs}")
     lang_index = np.array([langs.index(x) for x in tgt_langs.tolist()], np.int64)
     stats = PipelineStats()
     keep = meta.n_frames >= 1
@@ -718,7 +791,7 @@ def make_eval_pipeline(
         chunk = order[start : start + width]
         t = _bucket(int(meta.n_frames[chunk].max()), cfg.frame_buckets)
         u = _bucket(int(meta.n_tokens[chunk].max()), cfg.token_buckets)
-        shape = BatchShape((batch_size, t, NUM_MEL_BINS), (batch_size, u))
+        shape = _batch_shape(cfg, (batch_size,), t, u)
         row_lang = np.where(ids >= 0, lang_index[np.maximum(ids, 0)], 0).astype(np.int32)
         specs.append(dict(index=i, shape=shape, group_lang=None, slot=np.where(ids >= 0, 0, -1), lang=row_lang,
                           example=ids))

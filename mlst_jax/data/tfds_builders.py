@@ -62,6 +62,8 @@ COVOST_XX_EN = (
     "nl", "tr", "ar", "sv-SE", "lv", "sl", "ta", "ja", "id", "cy",
 )
 COVOST_EN_XX = ("de", "tr", "fa", "sv-SE", "mn", "zh-CN", "cy", "ca", "sl", "et", "id", "ar", "ta", "lv", "ja")
+# the synthetic corpus writes X->en and en->X for its 8 non-English languages in the CoVoST 2 layout
+SYNTHETIC_LANGS = ("de", "es", "fr", "it", "nl", "pt", "ro", "ru")
 EUROPARL_LANGS = ("en", "fr", "de", "it", "es", "pt", "pl", "ro", "nl")
 MIN_FBANK_SAMPLES = 400
 TEXT_FEATURES = ("id", "talk", "speaker", "src_lang", "tgt_lang", "src_text", "tgt_text")
@@ -270,8 +272,10 @@ class CoVoST2(_SpeechTranslation):
 
     name = "covost2"
     HOMEPAGE = "https://github.com/facebookresearch/covost"
-    DESCRIPTION = "CoVoST 2: Common Voice clips with translations (21 X->en and 15 en->X directions)."
-    BUILDER_CONFIGS = _configs([f"{s}_en" for s in COVOST_XX_EN] + [f"en_{t}" for t in COVOST_EN_XX])
+    DESCRIPTION = ("CoVoST 2: Common Voice clips with translations (21 X->en and 15 en->X directions, and the "
+                   "synthetic corpus's en<->X).")
+    BUILDER_CONFIGS = _configs(list(dict.fromkeys([f"{s}_en" for s in COVOST_XX_EN + SYNTHETIC_LANGS]
+                                                  + [f"en_{t}" for t in COVOST_EN_XX + SYNTHETIC_LANGS])))
     MANUAL_DOWNLOAD_INSTRUCTIONS = """\
     Download the Common Voice (v4) release of the source language and the CoVoST 2
     translation TSV `covost_v2.<src>_<tgt>.tsv` (https://github.com/facebookresearch/covost).

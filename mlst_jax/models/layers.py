@@ -5,6 +5,8 @@ so that checkpoint conversion is a transpose per leaf, not a rename table per mo
 """
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 from typing import Any, Callable
 
@@ -212,6 +214,26 @@ def layer_dropped(module: nn.Module, rate: float, deterministic: bool) -> Array 
     if deterministic or rate <= 0.0:
         return None
     return jax.random.uniform(module.make_rng("dropout"), ()) < rate
+
+
+def rematerializable(call: Callable) -> Callable:
+    """Decorator for a Transformer layer's `__call__`: when the module's `config.remat` is set, the call runs under
+    `nn.remat` (jax.checkpoint), so its activations are recomputed in the backward pass instead of stored.
+
+    `deterministic` is a static argument; variables keep their names, so the parameter tree is unchanged.
+    """
+    sig = inspect.signature(call)
+    rematted = nn.remat(call, static_argnums=(list(sig.parameters).index("deterministic"),))
+
+    @functools.wraps(call)
+    def wrapped(self, *args, **kwargs):
+        if not self.config.remat:
+            return call(self, *args, **kwargs)
+        bound = sig.bind(self, *args, **kwargs)
+        bound.apply_defaults()  # static_argnums needs `deterministic` passed positionally
+        return rematted(*bound.args, **bound.kwargs)
+
+    return wrapped
 
 
 def glu(x: Array, axis: int = -1) -> Array:

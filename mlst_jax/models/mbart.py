@@ -84,6 +84,7 @@ class MBartConfig:
     eos_token_id: int = 2
     decoder_start_token_id: int = 2
     dtype: str = "float32"
+    remat: bool = False  # recompute each encoder / decoder layer's activations in the backward pass (saves memory)
 
     def __post_init__(self):
         for name in ("encoder_attention_heads", "decoder_attention_heads"):
@@ -100,7 +101,7 @@ class MBartConfig:
         """The settings of the shared pre-LN encoder/decoder layers, as the `S2TConfig` they read."""
         shared = ("d_model", "encoder_ffn_dim", "encoder_attention_heads", "decoder_ffn_dim",
                   "decoder_attention_heads", "dropout", "attention_dropout", "activation_dropout",
-                  "activation_function", "dtype")
+                  "activation_function", "dtype", "remat")
         return S2TConfig(vocab_size=self.vocab_size, **{k: getattr(self, k) for k in shared})
 
     def replace(self, **kw) -> "MBartConfig":
@@ -117,7 +118,9 @@ class MBartConfig:
 
 
 def _embed(cfg: MBartConfig, name: str | None = None) -> nn.Embed:
-    return nn.Embed(cfg.vocab_size, cfg.d_model, embedding_init=nn.initializers.normal(0.02), name=name)
+    """Token embedding; its compute dtype is also that of the tied output projection (`attend`)."""
+    return nn.Embed(cfg.vocab_size, cfg.d_model, dtype=jnp.dtype(cfg.dtype),
+                    embedding_init=nn.initializers.normal(0.02), name=name)
 
 
 def _positions(cfg: MBartConfig, name: str | None = None) -> nn.Embed:

@@ -61,6 +61,7 @@ class S2TConfig:
     adapter_dim: int = 0
     # Output size of the auxiliary CTC layer on the encoder (`mlst_jax.train.ctc`); 0: no such layer.
     ctc_vocab_size: int = 0
+    remat: bool = False  # recompute each encoder / decoder layer's activations in the backward pass (saves memory)
 
     def __post_init__(self):
         object.__setattr__(self, "conv_kernel_sizes", tuple(int(k) for k in self.conv_kernel_sizes))
@@ -148,6 +149,7 @@ class Conv1dSubsampler(nn.Module):
 class EncoderLayer(nn.Module):
     config: S2TConfig
 
+    @layers.rematerializable
     @nn.compact
     def __call__(self, x: Array, mask: Array, deterministic: bool = True) -> Array:
         cfg = self.config
@@ -197,6 +199,7 @@ class DecoderLayer(nn.Module):
             x = self.adapter(x, deterministic)
         return x
 
+    @layers.rematerializable
     def __call__(self, x: Array, self_mask: Array, cross_kv: tuple[Array, Array], enc_mask: Array,
                  deterministic: bool = True) -> Array:
         h = self.self_attn(self.self_attn_layer_norm(x).astype(jnp.dtype(self.config.dtype)), mask=self_mask,

@@ -65,6 +65,7 @@ class Wav2Vec2Config:
     mask_feature_length: int = 10
     mask_feature_min_masks: int = 0
     dtype: str = "float32"
+    remat: bool = False  # recompute each Transformer layer's activations in the backward pass (saves memory)
 
     def __post_init__(self):
         for name in ("conv_dim", "conv_stride", "conv_kernel"):
@@ -244,6 +245,7 @@ class EncoderLayer(nn.Module):
 
     config: Wav2Vec2Config
 
+    @layers.rematerializable
     @nn.compact
     def __call__(self, x: Array, mask: Array, deterministic: bool = True) -> Array:
         cfg = self.config

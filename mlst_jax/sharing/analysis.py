@@ -223,9 +223,8 @@ def load_run(workdir: str | os.PathLike, step: int | None = None) -> Run:
 
     from mlst_jax.models.s2t_transformer import S2TTransformer, abstract_params
     from mlst_jax.sharing.plan import SharingPlan
-    from mlst_jax.train import config as cfglib
     from mlst_jax.train.checkpoint import Checkpointer
-    from mlst_jax.train.trainer import load_vocab
+    from mlst_jax.train.tasks import get_task
 
     workdir = Path(workdir)
     if not workdir.is_dir():
@@ -247,12 +246,12 @@ def load_run(workdir: str | os.PathLike, step: int | None = None) -> Run:
         if not d:
             raise ValueError(f"{workdir}: no config.json and no config saved with step {step}")
         c = ml_collections.ConfigDict(d)
-        if not c.data.get("vocab") and not (workdir / "vocab" / "spm.model").is_file():
+        if not c.data.vocab and not (workdir / "vocab" / "spm.model").is_file():
             raise ValueError(f"{workdir}: the config names no vocabulary (data.vocab) and "
                              f"{workdir / 'vocab' / 'spm.model'} is missing")
-        vocab = load_vocab(c, workdir)
-        c.model.vocab_size = len(vocab)
-        model_cfg = cfglib.model_config(c)
+        task = get_task(c)
+        vocab = task.load_vocab(workdir)
+        model_cfg = task.model_config(vocab)
         params = ckpt.restore_params(step)
         langs = tuple(c.data.tgt_langs)
         plan_json = ckpt.restore_json(step, "sharing_plan")
@@ -266,7 +265,7 @@ def load_run(workdir: str | os.PathLike, step: int | None = None) -> Run:
     if jax.tree.structure(expected) != jax.tree.structure(params) or any(
             tuple(a.shape) != tuple(b.shape) for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(params))):
         raise ValueError(f"{workdir} step {step}: the saved parameters do not match the config's model "
-                         f"({c.model.arch}) under the saved sharing plan")
+                         f"({c.model.s2t.arch}) under the saved sharing plan")
     return Run(c, step, vocab, S2TTransformer(model_cfg), params, plan)
 
 
@@ -277,14 +276,14 @@ def analyze_run(workdir: str | os.PathLike, split: str, out_dir: str | os.PathLi
     plus "step", "utterances", "nll" ({lang: mean NLL}) and "similarity" ({unit: [n, n]})."""
     from mlst_jax.data.multiway_batches import multiway_batches
     from mlst_jax.sharing.gradients import similarities, task_gradients, write_quadruplets_csv
-    from mlst_jax.train.trainer import corpus_root
+    from mlst_jax.train.inputs import corpus_root
 
     run = load_run(workdir, step)
     c = run.config
     batches = multiway_batches(corpus_root(c), run.plan.langs, split, run.vocab, src_lang=c.data.src_lang,
                                batch_size=batch_size, max_utterances=max_utterances,
-                               max_frames=c.data.get("max_frames"), cmvn=c.data.get("cmvn") or None,
-                               global_cmvn_path=c.data.get("global_cmvn_path") or None)
+                               max_frames=c.data.max_frames, cmvn=c.data.cmvn or None,
+                               global_cmvn_path=c.data.global_cmvn_path or None)
     grads = task_gradients(run.model, run.params, run.plan, batches, progress=progress)
     matrices, quads = similarities(grads, run.plan)
     out = Path(out_dir)

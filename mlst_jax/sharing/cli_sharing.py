@@ -9,15 +9,14 @@ import json
 def _params(args) -> int:
     import numpy as np
 
-    from mlst_jax.models.s2t_transformer import abstract_params
     from mlst_jax.sharing.plan import SharingPlan
     from mlst_jax.sharing.strategies import differentiable_units, make_plan, parse_strategy
-    from mlst_jax.train import config as cfglib
     from mlst_jax.train.cli_train import load_config
+    from mlst_jax.train.tasks import get_task
 
     c = load_config(args.config)
-    if getattr(args, "finetune", None) or c.model.get("family", "s2t") == "xmef":
-        from mlst_jax.xmef.config import finetune_report, format_report
+    if getattr(args, "finetune", None) or c.model.family == "xmef":
+        from mlst_jax.xmef.paper_sizes import finetune_report, format_report
 
         report = {"config": args.config, **finetune_report(c, args.finetune)}
         print(json.dumps(report) if args.json else format_report(report))
@@ -25,7 +24,8 @@ def _params(args) -> int:
     strategy = args.strategy or c.sharing.strategy
     kind = parse_strategy(strategy)[0]
     langs = tuple(c.data.tgt_langs)
-    base = abstract_params(cfglib.model_config(c))
+    task = get_task(c)
+    base = task.abstract_params(task.model_config(None))
     similarity, note = None, None
     if kind == "grad":
         # Without a trained model the units cannot be ranked; the size follows from the budget rule alone.

@@ -92,10 +92,10 @@ def gradient_similarities(c, model, params: Any, plan: SharingPlan, vocab, out_d
     `out_dir` when given."""
     from mlst_jax.data.multiway_batches import multiway_batches
     from mlst_jax.sharing.gradients import similarities, task_gradients, write_quadruplets_csv
-    from mlst_jax.train.trainer import corpus_root
+    from mlst_jax.train.inputs import corpus_root
 
     batches = multiway_batches(corpus_root(c), plan.langs, c.sharing.multiway_split, vocab, src_lang=c.data.src_lang,
-                               batch_size=c.sharing.get("multiway_batch_size", 8),
+                               batch_size=c.sharing.multiway_batch_size,
                                max_utterances=c.sharing.multiway_max or None, max_frames=c.data.max_frames,
                                cmvn=c.data.cmvn or None)
     grads = task_gradients(model, params, plan, batches, progress=progress)
@@ -111,7 +111,7 @@ def gradient_similarities(c, model, params: Any, plan: SharingPlan, vocab, out_d
 def _next_plan(c, start: SharingPlan, base: Any, similarity_fn) -> SharingPlan:
     kind, _, x = parse_strategy(c.sharing.strategy)
     if kind == "random":
-        return random_plan(start, base, x, seed=c.sharing.get("seed", 0))
+        return random_plan(start, base, x, seed=c.sharing.seed)
     if kind == "grad":
         if budget_reached(start, base, x) or not splittable(start):
             return start  # no task gradients needed: nothing more will be split
@@ -119,17 +119,18 @@ def _next_plan(c, start: SharingPlan, base: Any, similarity_fn) -> SharingPlan:
     return make_plan(c.sharing.strategy, base, start.langs)
 
 
-def start_plan_and_state(c, model, tx, rng, example, mesh, base: Any, vocab, workdir: Path):
-    """(plan, initial TrainState or None, data-iterator state or None) of a run without checkpoints."""
-    langs = tuple(c.data.tgt_langs)
-    init = c.sharing.get("init", "")
+def start_plan_and_state(c, langs, model, tx, rng, example, mesh, base: Any, vocab, workdir: Path):
+    """(plan over the streams `langs`, initial TrainState or None, data-iterator state or None) of a run without
+    checkpoints."""
+    langs = tuple(langs)
+    init = c.sharing.init
     if not init:
-        if c.sharing.get("iterative_every", 0):
+        if c.sharing.iterative_every:
             return SharingPlan.shared(base, langs), None, None
         if parse_strategy(c.sharing.strategy)[0] == "grad":
             raise ValueError(f"sharing.strategy={c.sharing.strategy}: gradient-guided sharing starts from a trained "
                              f"model; set sharing.init (mlst train --init RUN) or run mlst differentiate first")
-        return make_plan(c.sharing.strategy, base, langs, seed=c.sharing.get("seed", 0)), None, None
+        return make_plan(c.sharing.strategy, base, langs, seed=c.sharing.seed), None, None
     src = load_source(init, langs)
     src_base = base_shapes(src.params, src.plan)
 
@@ -177,13 +178,13 @@ def _source_config(src: Source) -> dict | None:
 
 
 def _trainable(config) -> str:
-    finetune = config.get("finetune")
-    return finetune.get("trainable", "all") if finetune is not None else "all"
+    """`finetune.trainable` of a config (a saved config.json dict or a ConfigDict)."""
+    return config["finetune"]["trainable"]
 
 
 def _fresh_optimizer_reason(c, src: Source, src_base: Any, base: Any) -> str | None:
     """Why the optimizer state of `src` is not to be carried over to a run of config `c` (None: it is)."""
-    if c.sharing.get("reset_optimizer", False):
+    if c.sharing.reset_optimizer:
         return "sharing.reset_optimizer=True"
     if jax.tree.structure(src_base) != jax.tree.structure(base):
         mine, theirs = ({"/".join(path_names(p)) for p, _ in jax.tree_util.tree_flatten_with_path(t)[0]}
@@ -251,12 +252,11 @@ def differentiate(run: str | Path, out: str | Path, budget: float, *, multiway_s
 
     import ml_collections
 
-    from mlst_jax.models.s2t_transformer import S2TTransformer
     from mlst_jax.train import config as cfglib
     from mlst_jax.train import sharding as shd
-    from mlst_jax.train.optim import make_optimizer
+    from mlst_jax.train.optim import optimizer_of
     from mlst_jax.train.state import abstract_params
-    from mlst_jax.train.trainer import load_vocab
+    from mlst_jax.train.tasks import get_task
 
     run, out = Path(run), Path(out)
     if not (run / "config.json").is_file():
@@ -270,18 +270,19 @@ def differentiate(run: str | Path, out: str | Path, budget: float, *, multiway_s
     if max_utterances:
         c.sharing.multiway_max = int(max_utterances)
     parse_strategy(c.sharing.strategy)
-    vocab = load_vocab(c, run)
-    model_cfg = cfglib.model_config(c)
-    model = S2TTransformer(model_cfg)
+    task = get_task(c)
+    vocab = task.load_vocab(run)
+    model_cfg = task.model_config(vocab)
+    model = task.model(model_cfg)
     example = {"features": jax.ShapeDtypeStruct((1, 16, model_cfg.input_feat_per_channel), jnp.float32),
                "feature_lengths": jax.ShapeDtypeStruct((1,), jnp.int32),
                "decoder_input": jax.ShapeDtypeStruct((1, 4), jnp.int32)}
     mesh = shd.make_mesh(*cfglib.resolve_mesh(c, jax.device_count()))
-    tx = make_optimizer({**c.optim.to_dict(), "max_updates": c.train.max_updates})
     base = abstract_params(model, example)
+    tx = optimizer_of(c, task.trainable_mask(base))
     out.mkdir(parents=True, exist_ok=True)
-    plan, state, data_state = start_plan_and_state(c, model, tx, jax.random.PRNGKey(c.seed), example, mesh, base,
-                                                   vocab, out)
+    plan, state, data_state = start_plan_and_state(c, task.stream_names, model, tx, jax.random.PRNGKey(c.seed),
+                                                   example, mesh, base, vocab, out)
     c.sharing.init = ""
     ckpt = Checkpointer(out / "checkpoints", keep=None, async_save=False)
     ckpt.save(state, data_state=data_state, config=c, sharing_plan=plan.to_json())
@@ -306,13 +307,13 @@ class IterativeSchedule:
 
     @classmethod
     def from_config(cls, c) -> "IterativeSchedule | None":
-        every = c.sharing.get("iterative_every", 0)
+        every = c.sharing.iterative_every
         if not every:
             return None
         kind, _, x = parse_strategy(c.sharing.strategy)
         if kind != "grad":
             raise ValueError(f"sharing.iterative_every needs a grad@X strategy, got {c.sharing.strategy!r}")
-        return cls(every, c.sharing.get("iterative_rounds", 4), x)
+        return cls(every, c.sharing.iterative_rounds, x)
 
     def due(self, step: int) -> bool:
         return step % self.every == 0 and step // self.every <= self.rounds

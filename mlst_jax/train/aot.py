@@ -27,14 +27,15 @@ import jax.numpy as jnp
 import ml_collections
 
 from mlst_jax.data import pipeline as pl
-from mlst_jax.models.s2t_transformer import S2TTransformer
 from mlst_jax.train import config as cfglib
 from mlst_jax.train import sharding as shd
-from mlst_jax.train.optim import make_optimizer
+from mlst_jax.train.inputs import global_batch_shape, local_batch_devices
+from mlst_jax.train.optim import optimizer_of
 from mlst_jax.train.state import abstract_params, abstract_train_state, shardings_of
 from mlst_jax.train.step import make_train_step
+from mlst_jax.train.tasks import get_task
 
-__all__ = ["parse_mesh", "compile_train_step", "global_batch_shape"]
+__all__ = ["parse_mesh", "compile_train_step"]
 
 _MESH_ITEM = re.compile(r"^(data|fsdp|tensor)=(-1|[1-9][0-9]*)$")
 
@@ -55,12 +56,12 @@ def parse_mesh(spec: str) -> dict[str, int]:
     return out
 
 
-def _plan(c, base):
+def _plan(c, task, base):
     from mlst_jax.sharing.strategies import make_plan, parse_strategy
 
     kind, _, x = parse_strategy(c.sharing.strategy)
     strategy = f"random@{x}" if kind == "grad" else c.sharing.strategy
-    return make_plan(strategy, base, tuple(c.data.tgt_langs), seed=c.sharing.get("seed", 0))
+    return make_plan(strategy, base, task.stream_names, seed=c.sharing.seed)
 
 
 def _memory(compiled) -> dict[str, int] | None:
@@ -120,14 +121,12 @@ def compile_train_step(config: ml_collections.ConfigDict, mesh: str | dict[str, 
         raise ValueError(f"{e}{hint}") from None
     mesh_ = shd.make_mesh(data, fsdp, tensor)
 
-    from mlst_jax.train.trainer import (_batch_structs, _ctc_chars, _local_batch_devices, _pipeline_config,
-                                        train_keys, trainable_mask)
-
-    pcfg = _pipeline_config(c, train=True)
+    task = get_task(c)
+    pcfg = task.pipeline_config(train=True)
     if not frames:
         buckets = pl.train_frame_buckets(pcfg)
         frames = sorted({buckets[0], buckets[-1]})
-    batch_devices = _local_batch_devices(data * fsdp)
+    batch_devices = local_batch_devices(data * fsdp)
     try:
         chosen = pl.static_batch_shapes(pcfg, num_devices=batch_devices, frames=frames, tokens=tokens)
     except ValueError as e:
@@ -135,18 +134,18 @@ def compile_train_step(config: ml_collections.ConfigDict, mesh: str | dict[str, 
             raise
         raise ValueError(f"{e}. Fix: {_budget_override(pcfg, frames, batch_devices)}") from None
 
-    model = S2TTransformer(cfglib.model_config(c))
-    example = _batch_structs(chosen[0])
+    model = task.model(task.model_config(None))
+    example = task.batch_structs(chosen[0])
     base = abstract_params(model, example)
-    tx = make_optimizer({**c.optim.to_dict(), "max_updates": c.train.max_updates}, trainable_mask(c, base))
+    tx = optimizer_of(c, task.trainable_mask(base))
     rng = jax.eval_shape(lambda: jax.random.PRNGKey(c.seed))
-    plan = _plan(c, base)
+    plan = _plan(c, task, base)
     target = abstract_train_state(model, tx, rng, example, mesh_, plan)
-    keys = train_keys(c, plan.is_shared)
-    batch_shardings = shd.stratified_batch_shardings(mesh_, keys)
-    step = make_train_step(model, tx, label_smoothing=c.optim.label_smoothing, mesh=mesh_,
-                           state_shardings=shardings_of(target), batch_shardings=batch_shardings,
-                           plan=None if plan.is_shared else plan, ctc_weight=c.optim.get("ctc_weight", 0.0))
+    keys = task.train_keys(plan.is_shared)
+    batch_shardings = task.batch_shardings(mesh_, keys)
+    step = make_train_step(model, tx, mesh=mesh_, state_shardings=shardings_of(target),
+                           batch_shardings=batch_shardings, plan=None if plan.is_shared else plan,
+                           **task.step_options())
 
     report: dict[str, Any] = {
         "mesh": {"data": data, "fsdp": fsdp, "tensor": tensor}, "devices": n, "backend": jax.default_backend(),
@@ -159,7 +158,7 @@ def compile_train_step(config: ml_collections.ConfigDict, mesh: str | dict[str, 
     for shape in chosen:
         global_shape = global_batch_shape(shape)
         structs = {k: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=batch_shardings[k])
-                   for k, s in _batch_structs(global_shape, plan.is_shared, _ctc_chars(c)).items() if k in keys}
+                   for k, s in task.batch_structs(global_shape, plan.is_shared).items()}
         t0 = time.perf_counter()
         compiled = step.lower(target, structs).compile()
         flops = _flops(compiled)
@@ -167,15 +166,6 @@ def compile_train_step(config: ml_collections.ConfigDict, mesh: str | dict[str, 
                                  "memory": _memory(compiled), "flops_per_device": flops,
                                  "flops": None if flops is None else flops * n,
                                  "compile_seconds": round(time.perf_counter() - t0, 2)})
+    peaks = [shape["memory"]["peak_bytes"] for shape in report["shapes"] if shape["memory"]]
+    report["peak_bytes_per_device"] = max(peaks) if peaks else None
     return report
-
-
-def global_batch_shape(shape: pl.BatchShape) -> pl.BatchShape:
-    """One process's batch shape -> the global batch (its rows times the number of processes)."""
-    axis = len(shape.tokens) - 2  # the rows: b of [G, b, ...] or B of [B, ...]
-
-    def grow(dims):
-        dims = list(dims)
-        dims[axis] *= jax.process_count()
-        return tuple(dims)
-    return pl.BatchShape(grow(shape.features), grow(shape.tokens))

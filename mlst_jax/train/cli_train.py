@@ -134,43 +134,33 @@ def workdir_config(workdir: str | Path) -> ml_collections.ConfigDict:
 def average_and_export(config: ml_collections.ConfigDict, workdir: str | Path, last: int,
                        out: str | Path) -> dict:
     """Averages the last `last` checkpoints of `workdir` and writes them as a `Translator` directory `out`
-    (one `out/<lang>` per target language when the run has language-specific parameters)."""
-    from mlst_jax.train import config as cfglib
+    (one `out/<stream>` per stream when the run has language-specific parameters)."""
     from mlst_jax.train import trainer
-    from mlst_jax.train.checkpoint import Checkpointer
-    from mlst_jax.translator import Translator
+    from mlst_jax.train.tasks import get_task
 
     c = ml_collections.ConfigDict(config.to_dict())
-    cmvn = {"utterance": "utterance", "": "none", None: "none"}.get(c.data.cmvn)
-    if cmvn is None:
-        raise ValueError(f"data.cmvn={c.data.cmvn!r}: exported models apply utterance CMVN or none")
+    task = get_task(c)
+    if c.data.cmvn == "global":
+        raise ValueError("data.cmvn='global': exported models apply utterance CMVN or none")
     if last < 1:
         raise ValueError(f"--last {last} must be >= 1")
     directory = Path(workdir) / "checkpoints"
     if not directory.is_dir():
         raise ValueError(f"{directory} does not exist (is {workdir} a training run's workdir?)")
-    ckpt = Checkpointer(directory, keep=None, async_save=False)
-    steps = ckpt.all_steps()[-last:]
-    if steps:  # what trainer.average_checkpoints averages: the steps saved under the latest one's sharing plan
-        plan_json = ckpt.restore_json(steps[-1], "sharing_plan")
-        steps = [s for s in steps if ckpt.restore_json(s, "sharing_plan") == plan_json]
-    ckpt.close()
-    if not steps:
-        raise ValueError(f"no checkpoints in {directory}")
     prefix = Path(workdir) / "vocab" / "spm.model"
-    if not c.data.vocab and not prefix.is_file():
+    if task.family == "s2t" and not c.data.vocab and not prefix.is_file():
         raise ValueError(f"{prefix} does not exist and the config names no data.vocab")
-    vocab = trainer.load_vocab(c, workdir)
-    c.model.vocab_size = len(vocab)
-    model_cfg = cfglib.model_config(c)
+    vocab = task.load_vocab(workdir)
+    model_cfg = task.model_config(vocab)
     params = trainer.average_checkpoints(workdir, last)
-    plan = trainer.run_plan(workdir, c.data.tgt_langs, params)
+    steps = trainer.averaged_steps(workdir, last)
+    plan = trainer.run_plan(workdir, task.stream_names, params)
     out = Path(out)
     if plan.is_shared:
-        Translator(model_cfg, params, vocab, cmvn).save(out)
+        task.translator(model_cfg, params, vocab).save(out)
         return {"steps": steps, "out": [str(out)]}
     for lang in plan.langs:
-        Translator(model_cfg, plan.view(params, lang), vocab, cmvn).save(out / lang)
+        task.translator(model_cfg, plan.view(params, lang), vocab).save(out / lang)
     return {"steps": steps, "out": [str(out / lang) for lang in plan.langs]}
 
 

@@ -1,62 +1,107 @@
-"""Experiment configs: the shared defaults every `configs/*.py` starts from, and validation before compiling."""
+"""The one config schema of both model families: every field with its default and a one-line comment, and the
+validation that runs before anything is compiled or read.
+
+An experiment config (`configs/*.py`) starts from `base_config()` and changes fields; nothing else in the project
+invents a field or a default. `validate` raises a ValueError naming the field for anything that would fail later
+(unknown fields are already refused by `--config.FIELD=VALUE` parsing, which locks the config).
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
 import ml_collections
 
-from mlst_jax.models.s2t_transformer import NAMED_CONFIGS, S2TConfig, named_config
-from mlst_jax.sharing.strategies import parse_strategy
+from mlst_jax.train.tasks import get_task
 
 MUSTC_LANGS = ("de", "es", "fr", "it", "nl", "pt", "ro", "ru")
 KNOWN_LANGS = frozenset(MUSTC_LANGS + ("en", "ca", "fa", "et", "mn", "tr", "ar", "sv", "lv", "sl", "ta", "ja", "id",
                                        "cy", "zh", "pl", "cs", "el", "hu", "fi", "sk", "bg", "lt", "mt", "hr", "da",
                                        "ko", "vi", "uk", "he", "hi"))
+FAMILIES = ("s2t", "xmef")
+
+
+def _s2t_model() -> ml_collections.ConfigDict:
+    m = ml_collections.ConfigDict()
+    m.arch = "s2t_transformer_m"  # named S2TConfig (mlst_jax.models.s2t_transformer.NAMED_CONFIGS)
+    m.overrides = ml_collections.ConfigDict()  # S2TConfig fields over the named config, e.g. {"dropout": 0.1}
+    m.vocab_size = 10000  # SentencePiece pieces trained on the targets (set to the vocabulary's size at run time)
+    m.tie_word_embeddings = False  # the output projection shares the target embedding
+    return m
+
+
+def _xmef_model() -> ml_collections.ConfigDict:
+    m = ml_collections.ConfigDict()
+    m.encoder_arch = "large_lv60"  # named wav2vec 2.0 config (mlst_jax.models.wav2vec2.NAMED_CONFIGS)
+    m.encoder = ml_collections.ConfigDict()  # Wav2Vec2Config fields over the named config
+    m.decoder = ml_collections.ConfigDict()  # MBartConfig fields (defaults: mBART-50, 12 x 1024, 250,054 pieces)
+    m.adaptor_layers = 3  # length adaptor: Conv1d (stride adaptor_stride) + GLU layers
+    m.adaptor_kernel_size = 3
+    m.adaptor_stride = 2
+    m.adaptor_layer_norm = False  # fairseq's LayerNorm on the adaptor input
+    m.adaptor_proj = False  # HF's projection to the decoder width (with a LayerNorm) before the convs
+    m.joint_shared_layers = 0  # > 0: joint speech-text model, top encoder layers shared with the mBART text encoder
+    return m
 
 
 def base_config() -> ml_collections.ConfigDict:
     """Defaults shared by every experiment: fairseq's MuST-C multilingual recipe where it has one."""
     c = ml_collections.ConfigDict()
-    c.seed = 0
+    c.seed = 0  # parameter init, dropout and data order
 
     c.model = ml_collections.ConfigDict()
-    c.model.arch = "s2t_transformer_m"
-    c.model.overrides = ml_collections.ConfigDict()  # S2TConfig fields, e.g. {"dropout": 0.1}
-    c.model.vocab_size = 10000
-    c.model.tie_word_embeddings = False
-    c.model.dtype = "float32"  # compute dtype; parameters stay float32
+    c.model.family = "s2t"  # s2t (S2T Transformer on fbank) | xmef (wav2vec 2.0 + adaptor + mBART on waveforms)
+    c.model.dtype = "float32"  # compute dtype (float32 | bfloat16); parameters, gradients, Adam stay float32
+    c.model.remat = False  # recompute every layer's activations in the backward pass (less memory, more compute)
+    c.model.s2t = _s2t_model()  # model.family = s2t
+    c.model.xmef = _xmef_model()  # model.family = xmef
+
+    c.init = ml_collections.ConfigDict()  # pretrained weights a fresh XMEF run starts from
+    c.init.model = ""  # an HF SpeechEncoderDecoderModel directory (wav2vec 2.0 + adapter + mBART decoder)
+    c.init.encoder = ""  # an HF Wav2Vec2Model / Wav2Vec2ForCTC directory or a fairseq wav2vec 2.0 checkpoint
+    c.init.decoder = ""  # an HF MBartForConditionalGeneration directory holding sentencepiece.bpe.model
+    c.init.trust_pickle = False  # unpickle a fairseq init.encoder fully (only files you trust)
 
     c.data = ml_collections.ConfigDict()
-    c.data.dataset = "mustc"  # mustc | covost2 | europarl_st | synthetic
+    c.data.dataset = "mustc"  # mustc | covost2 | europarl_st | synthetic (MuST-C layout of `mlst data synth`)
     c.data.manual_dir = ""  # the extracted release (or the synthetic corpus root)
     c.data.data_dir = ""  # where the TFDS ArrayRecords are written / read
-    c.data.src_lang = "en"
-    c.data.tgt_langs = MUSTC_LANGS
+    c.data.src_lang = "en"  # S2T: the source language; XMEF: the pivot of x-en / en-x
+    c.data.tgt_langs = MUSTC_LANGS  # S2T: one stream per target language; XMEF: targets of en-x
+    c.data.src_langs = ()  # XMEF: sources of x-en
+    c.data.directions = ""  # XMEF training directions: x-en, en-x, english-centric, m2m or "de-en,en-fr"
+    c.data.eval_directions = ""  # XMEF directions scored on test_split ("": the training directions)
+    c.data.lang_codes = ""  # XMEF: mBART-50 codes for languages mBART-50 lacks, e.g. "ca=es_XX,cy=fr_XX"
     c.data.train_split = "train"
-    c.data.eval_split = "dev"
-    c.data.test_split = "tst-COMMON"
-    c.data.vocab = ""  # SentencePiece model prefix; trained on the targets when empty
-    c.data.features = "audio"  # what the ArrayRecords store: audio (fbank on the fly) | fbank (computed once)
-    c.data.max_frames = 3000
-    c.data.max_frames_per_batch = 40000
-    c.data.temperature = 1.0
-    c.data.specaugment = "ld"
-    c.data.cmvn = "utterance"
+    c.data.eval_split = "dev"  # dev loss and BLEU during training
+    c.data.test_split = "tst-COMMON"  # `mlst evaluate` and the demo
+    c.data.vocab = ""  # SentencePiece model (or HF tokenizer dir); S2T: trained on the targets when empty
+    c.data.features = "audio"  # what the ArrayRecords store: audio (fbank on the fly) | fbank (S2T: computed once)
+    c.data.max_frames = 3000  # longest training utterance, in feature steps (fbank frames; XMEF: samples)
+    c.data.frame_buckets = ()  # batch lengths in feature steps (): the pipeline's default fbank buckets
+    c.data.token_buckets = ()  # target lengths (): the pipeline's default
+    c.data.max_frames_per_batch = 40000  # feature steps per batch and process (fairseq's --max-tokens)
+    c.data.temperature = 1.0  # sampling over streams: p ~ n^(1/T)
+    c.data.specaugment = "ld"  # fairseq SpecAugment policy on fbank ("": none; XMEF: none)
+    c.data.cmvn = "utterance"  # utterance | global | "" (XMEF: utterance = wav2vec 2.0's waveform normalization)
+    c.data.global_cmvn_path = ""  # data.cmvn = global: a GlobalCMVN .npz
     c.data.ctc_max_chars = 256  # with optim.ctc_weight > 0: longer transcripts get no CTC loss
+    c.data.source_tokens = 64  # joint XMEF: longest transcript (MT source) in tokens; longer ones are dropped
 
     c.optim = ml_collections.ConfigDict()
-    c.optim.optimizer = "adam"
-    c.optim.lr = 2e-3
+    c.optim.optimizer = "adam"  # adam | adamw (the same: fairseq's Adam decays weights decoupled)
+    c.optim.lr = 2e-3  # peak learning rate
     c.optim.betas = (0.9, 0.98)
     c.optim.eps = 1e-8
     c.optim.weight_decay = 0.0
-    c.optim.schedule = "inverse_sqrt"
+    c.optim.schedule = "inverse_sqrt"  # inverse_sqrt | constant | cosine
     c.optim.warmup_updates = 10000
     c.optim.warmup_init_lr = 1e-7
-    c.optim.clip_norm = 10.0
+    c.optim.min_lr = 0.0  # cosine: the learning rate reached at train.max_updates
+    c.optim.clip_norm = 10.0  # 0: no clipping
     c.optim.grad_accum = 8  # fairseq's update_freq
-    c.optim.label_smoothing = 0.1
-    c.optim.ctc_weight = 0.0  # > 0: auxiliary CTC loss on the encoder over the transcript (mlst_jax.train.ctc)
+    c.optim.label_smoothing = 0.1  # on target tokens; the language tag is never in the loss
+    c.optim.ctc_weight = 0.0  # S2T: > 0 adds the auxiliary CTC loss on the encoder over the transcript
+    c.optim.mt_weight = 1.0  # joint XMEF: weight of the MT loss (the ST loss has weight 1)
 
     c.train = ml_collections.ConfigDict()
     c.train.max_updates = 100000
@@ -64,21 +109,22 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.eval_every = 2000  # <= 0: no evaluation during training
     c.train.checkpoint_every = 2000
     c.train.keep_checkpoints = 10
-    c.train.average_last = 10
+    c.train.average_last = 10  # checkpoints averaged by `mlst evaluate` / `mlst average`
     c.train.progress = True  # progress bar on process 0
     c.train.peak_flops = 0.0  # summed peak FLOP/s of all devices, for MFU (0: not shown)
 
     c.mesh = ml_collections.ConfigDict()
     c.mesh.data = -1  # -1: all devices not used by the other axes
-    c.mesh.fsdp = 1
-    c.mesh.tensor = 1
+    c.mesh.fsdp = 1  # parameters and optimizer state sharded over this axis too
+    c.mesh.tensor = 1  # heads, FFN units, vocabulary and conv channels sharded over this axis
 
     c.sharing = ml_collections.ConfigDict()
-    c.sharing.strategy = "multilingual"  # see mlst_jax.sharing.strategies
+    c.sharing.strategy = "multilingual"  # see mlst_jax.sharing.strategies (XMEF: multilingual only)
     c.sharing.init = ""  # a run (workdir) whose latest checkpoint this run continues from, re-laid out to its plan
     c.sharing.seed = 0  # random@X
     c.sharing.multiway_split = "dev"  # grad@X: the multi-way aligned split the task gradients are computed on
     c.sharing.multiway_max = 0  # utterances of it (0 = all)
+    c.sharing.multiway_batch_size = 8  # rows per multi-way batch
     c.sharing.iterative_every = 0  # K > 0 (with grad@X): differentiate every K steps during training
     c.sharing.iterative_rounds = 4  # ... reaching X after this many rounds
     c.sharing.reset_optimizer = False  # with init: start the optimizer state fresh instead of carrying it over
@@ -89,20 +135,18 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval = ml_collections.ConfigDict()
     c.eval.beam = 5
     c.eval.lenpen = 1.0
-    c.eval.max_len_a = 0.0
+    c.eval.max_len_a = 0.0  # hypotheses up to max_len_a * input length + max_len_b tokens
     c.eval.max_len_b = 200
     c.eval.batch_size = 0  # rows per eval batch (0: max_frames_per_batch // max_frames)
-    c.eval.max_examples = 0  # per language (0: all)
+    c.eval.max_examples = 0  # per stream (0: all)
     return c
 
 
-def model_config(c: ml_collections.ConfigDict) -> S2TConfig:
-    """The S2TConfig an experiment config describes."""
-    from mlst_jax.data.ctc_labels import VOCAB_SIZE
-
-    ctc = VOCAB_SIZE if c.optim.get("ctc_weight", 0.0) > 0 else 0
-    return named_config(c.model.arch, vocab_size=c.model.vocab_size, tie_word_embeddings=c.model.tie_word_embeddings,
-                        dtype=c.model.dtype, ctc_vocab_size=ctc, **c.model.overrides.to_dict())
+def family(c: ml_collections.ConfigDict) -> str:
+    """`model.family`, checked."""
+    if c.model.family not in FAMILIES:
+        raise ValueError(f"model.family={c.model.family!r} is not one of {', '.join(FAMILIES)}")
+    return c.model.family
 
 
 def resolve_mesh(c: ml_collections.ConfigDict, device_count: int) -> tuple[int, int, int]:
@@ -123,17 +167,19 @@ def resolve_mesh(c: ml_collections.ConfigDict, device_count: int) -> tuple[int, 
 
 def validate(c: ml_collections.ConfigDict, device_count: int | None = None, check_paths: bool = True) -> None:
     """Raises ValueError naming the field for anything that would fail later (before any compilation)."""
-    if c.model.arch not in NAMED_CONFIGS:
-        raise ValueError(f"model.arch={c.model.arch!r} is not one of {sorted(NAMED_CONFIGS)}")
-    model_config(c)  # field errors from S2TConfig name the field
+    get_task(c).validate()  # the family's model, streams and combinations of fields
     langs = tuple(c.data.tgt_langs)
-    unknown = [l for l in (c.data.src_lang, *langs) if l not in KNOWN_LANGS]
+    unknown = [l for l in (c.data.src_lang, *langs, *c.data.src_langs) if l not in KNOWN_LANGS]
     if unknown:
-        raise ValueError(f"data.tgt_langs / data.src_lang: unknown language code(s) {unknown}")
-    if not langs or len(set(langs)) != len(langs):
-        raise ValueError(f"data.tgt_langs must be non-empty and without repeats, got {list(langs)}")
-    if c.data.get("features", "audio") not in ("audio", "fbank"):
+        raise ValueError(f"data.tgt_langs / data.src_lang / data.src_langs: unknown language code(s) {unknown}")
+    if len(set(langs)) != len(langs):
+        raise ValueError(f"data.tgt_langs must be without repeats, got {list(langs)}")
+    if c.data.features not in ("audio", "fbank"):
         raise ValueError(f"data.features={c.data.features!r} must be 'audio' or 'fbank'")
+    if c.data.cmvn not in ("utterance", "global", ""):
+        raise ValueError(f"data.cmvn={c.data.cmvn!r} must be 'utterance', 'global' or ''")
+    if c.data.cmvn == "global" and not c.data.global_cmvn_path:
+        raise ValueError("data.cmvn='global' needs data.global_cmvn_path (a GlobalCMVN .npz)")
     if check_paths:
         for field in ("manual_dir", "data_dir"):
             path = c.data[field]
@@ -141,18 +187,20 @@ def validate(c: ml_collections.ConfigDict, device_count: int | None = None, chec
                 raise ValueError(f"data.{field} is not set (pass --config.data.{field}=DIR)")
             if field == "manual_dir" and not Path(path).is_dir():
                 raise ValueError(f"data.manual_dir={path!r} does not exist")
-    try:
-        parse_strategy(c.sharing.strategy)
-    except ValueError as e:
-        raise ValueError(f"sharing.strategy: {e}") from None
-    for field in ("lr", "clip_norm", "label_smoothing", "ctc_weight"):
-        if c.optim.get(field, 0.0) < 0:
+    if c.model.dtype not in ("float32", "bfloat16"):
+        raise ValueError(f"model.dtype={c.model.dtype!r} must be 'float32' or 'bfloat16'")
+    for field in ("lr", "clip_norm", "label_smoothing", "ctc_weight", "mt_weight", "min_lr"):
+        if c.optim[field] < 0:
             raise ValueError(f"optim.{field}={c.optim[field]} must be >= 0")
+    if not 0 <= c.optim.label_smoothing < 1:
+        raise ValueError(f"optim.label_smoothing={c.optim.label_smoothing} must be in [0, 1)")
     if c.optim.grad_accum < 1:
         raise ValueError(f"optim.grad_accum={c.optim.grad_accum} must be >= 1")
-    if c.optim.get("schedule") == "cosine" and c.optim.get("warmup_updates", 0) >= c.train.max_updates:
+    if c.optim.schedule == "cosine" and c.optim.warmup_updates >= c.train.max_updates:
         raise ValueError(f"optim.warmup_updates={c.optim.warmup_updates} must be below train.max_updates="
                          f"{c.train.max_updates} for the cosine schedule")
+    for field in ("max_updates", "log_every", "checkpoint_every", "average_last"):
+        if c.train[field] < 1:
+            raise ValueError(f"train.{field}={c.train[field]} must be >= 1")
     if device_count is not None:
         resolve_mesh(c, device_count)
-

@@ -87,6 +87,11 @@ def make_optimizer(cfg: Any, trainable_mask: Any = None) -> optax.GradientTransf
     return optax.multi_transform({_TRAINED: tx, _FROZEN: optax.set_to_zero()}, labels)
 
 
+def optimizer_of(c, trainable_mask: Any = None) -> optax.GradientTransformation:
+    """`make_optimizer` of an experiment config's `optim` fields (schedules end at `train.max_updates`)."""
+    return make_optimizer({**c.optim.to_dict(), "max_updates": c.train.max_updates}, trainable_mask)
+
+
 def _plain_optimizer(cfg: Any) -> optax.GradientTransformation:
     name = _get(cfg, "optimizer", "adam")
     if name not in ("adam", "adamw"):

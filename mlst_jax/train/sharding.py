@@ -41,11 +41,25 @@ _DENSE_AXES: dict[str, tuple[str, str]] = {
     **dict.fromkeys(("fc1", "intermediate_dense"), ("embed", "mlp")),
     **dict.fromkeys(("fc2", "output_dense"), ("mlp", "embed")),
     **dict.fromkeys(("lm_head", "output_projection"), ("embed", "vocab")),
+    "projection": ("conv_out", "embed"),  # wav2vec 2.0 feature projection [conv channels, hidden]
+    "proj": ("embed", "mlp"),  # XMEF adaptor projection [encoder width, d_model]
 }
 _EMBED_AXES: dict[str, tuple[str, str]] = {
     "embed_tokens": ("vocab", "embed"),
     "shared": ("vocab", "embed"),
     "embed_positions": ("positions", "embed"),
+}
+# Parameters that are not in a module of their own, by leaf name.
+_LEAF_AXES: dict[str, tuple[str | None, ...]] = {
+    "masked_spec_embed": ("embed",),  # wav2vec 2.0's SpecAugment vector [hidden]
+    "final_logits_bias": (None, "vocab"),  # mBART [1, vocab]
+}
+# Conv kernels by module name; other modules named "*conv*" (S2T's `conv_layers_i`) get `_CONV_AXES`. The input
+# channels of these take the FSDP axis ("embed"): the model width (adaptor, positional conv) or the extractor's.
+_CONV_KERNEL_AXES: dict[str, tuple[str, str, str]] = {
+    "conv": ("conv_width", "embed", "conv_out"),  # wav2vec 2.0 feature extractor `conv_layers_i/conv`
+    "adaptor": ("conv_width", "embed", "conv_out"),  # XMEF length adaptor `adaptor/layers_i`
+    "pos_conv_embed": ("conv_out", "embed", "conv_width"),  # torch layout `weight_v` [C, C/groups, K]
 }
 _CONV_AXES = ("conv_width", "conv_in", "conv_out")
 _KERNEL_NAMES = ("kernel", "weight_v")
@@ -73,9 +87,13 @@ def _path_names(path) -> tuple[str, ...]:
 
 def _expected_axes(names: tuple[str, ...]) -> tuple[str | None, ...] | None:
     """Logical axes of a leaf (without a copies axis) from its path, or None when no rule applies."""
+    if names and names[-1] in _LEAF_AXES:
+        return _LEAF_AXES[names[-1]]
     if len(names) < 2:
         return None
     module, leaf = names[-2], names[-1]
+    if len(names) > 2 and names[-3] == "adaptor" and module.startswith("layers_"):
+        module = "adaptor"  # the length adaptor's numbered convs
     if module in _DENSE_AXES:
         axes = _DENSE_AXES[module]
         return axes if leaf in _KERNEL_NAMES else (axes[1],) if leaf == "bias" else None
@@ -83,8 +101,11 @@ def _expected_axes(names: tuple[str, ...]) -> tuple[str | None, ...] | None:
         return _EMBED_AXES[module]
     if "norm" in module and leaf in ("scale", "bias"):
         return ("norm",)
-    if "conv" in module:
-        return _CONV_AXES if leaf in _KERNEL_NAMES else ("conv_out",) if leaf == "bias" else None
+    if module in _CONV_KERNEL_AXES or "conv" in module:
+        kernel = _CONV_KERNEL_AXES.get(module, _CONV_AXES)
+        if leaf == "weight_g":  # weight-norm gain, [1, 1, K]
+            return ("norm",) * len(kernel)
+        return kernel if leaf in _KERNEL_NAMES else ("conv_out",) if leaf == "bias" else None
     return None
 
 
@@ -93,7 +114,8 @@ def param_logical_axes(params) -> Any:
 
     Rules go by the leaf's module and leaf names (q/k/v kernels [embed, heads], out_proj [heads, embed],
     fc1 [embed, mlp], fc2 [mlp, embed], embed_tokens [vocab, embed], lm_head [embed, vocab], conv kernels
-    [width, in, conv_out], biases the kernel's output axis, norms [norm]). A leaf with one more dimension
+    [width, in, conv_out] with the input channels of wav2vec 2.0's and XMEF's convs on "embed", biases the
+    kernel's output axis, norms and weight-norm gains [norm]). A leaf with one more dimension
     than its rule expects holds per-language copies: its leading axis is "copies" (replicated). Leaves no rule
     covers are replicated (all None); `sharding_report` lists them.
     """

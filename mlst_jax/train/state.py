@@ -6,6 +6,7 @@ from typing import Any, Mapping
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.sharding import Mesh
 
@@ -22,20 +23,26 @@ class TrainState:
     rng: jax.Array
 
 
-def _model_inputs(example_batch_shapes: Mapping[str, Any]):
-    """Single-example stand-ins for the model inputs of a batch (any leading dims); only trailing dims matter."""
-    def one(name, trailing):
+# The batch keys a model's `__call__` takes, in this order (those the batch has).
+MODEL_INPUTS = ("features", "feature_lengths", "src_tokens", "decoder_input")
+
+
+def model_inputs(example_batch_shapes: Mapping[str, Any]) -> list[jax.Array]:
+    """Single-example stand-ins for the model inputs of a batch (any leading dims, full-length features)."""
+    rows = len(example_batch_shapes["feature_lengths"].shape)
+
+    def one(name):
         x = example_batch_shapes[name]
-        return jnp.zeros((1,) + tuple(x.shape[len(x.shape) - trailing:]), x.dtype)
-    return one("features", 2), one("feature_lengths", 0), one("decoder_input", 1)
+        return jnp.zeros((1,) + tuple(x.shape[rows:]), x.dtype)
+    out = {k: one(k) for k in MODEL_INPUTS if k in example_batch_shapes}
+    out["feature_lengths"] = jnp.full((1,), out["features"].shape[1], jnp.int32)
+    return [out[k] for k in MODEL_INPUTS if k in out]
 
 
 def _init_fn(model, tx: optax.GradientTransformation, example_batch_shapes: Mapping[str, Any], plan=None):
     def init(rng):
         init_rng, state_rng = jax.random.split(rng)
-        feats, lens, tokens = _model_inputs(example_batch_shapes)
-        lens = jnp.full_like(lens, feats.shape[1])
-        params = model.init({"params": init_rng}, feats, lens, tokens)["params"]
+        params = model.init({"params": init_rng}, *model_inputs(example_batch_shapes))["params"]
         if plan is not None:
             params = plan.expand(params)
         return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), rng=state_rng)
@@ -44,10 +51,8 @@ def _init_fn(model, tx: optax.GradientTransformation, example_batch_shapes: Mapp
 
 def abstract_params(model, example_batch_shapes: Mapping[str, Any]) -> Any:
     """ShapeDtypeStructs of the model's plain (unshared) parameters."""
-    def init(rng):
-        feats, lens, tokens = _model_inputs(example_batch_shapes)
-        return model.init({"params": rng}, feats, jnp.full_like(lens, feats.shape[1]), tokens)["params"]
-    return jax.eval_shape(init, jax.random.PRNGKey(0))
+    return jax.eval_shape(lambda rng: model.init({"params": rng}, *model_inputs(example_batch_shapes))["params"],
+                          jax.random.PRNGKey(0))
 
 
 def _names(path) -> tuple[str, ...]:
@@ -103,3 +108,16 @@ def shardings_of(tree: Any) -> Any:
     """The `.sharding` of every leaf (arrays or ShapeDtypeStructs)."""
     return jax.tree.map(lambda x: x.sharding, tree)
 
+
+
+def train_state_from_params(params: Any, tx: optax.GradientTransformation, rng: jax.Array,
+                            target: TrainState) -> TrainState:
+    """A fresh TrainState (step 0, a new optimizer state, the dropout key `create_train_state` would draw from
+    `rng`) around host `params` (e.g. pretrained weights), laid out like the abstract state `target`."""
+    shards = shardings_of(target)
+    params = jax.tree.map(lambda x, t: np.asarray(x, t.dtype), params, target.params)
+    params = jax.device_put(params, shards.params)
+    state_rng = jax.random.split(rng)[1]
+    return TrainState(step=jax.device_put(jnp.zeros((), jnp.int32), shards.step), params=params,
+                      opt_state=jax.jit(tx.init, out_shardings=shards.opt_state)(params),
+                      rng=jax.device_put(state_rng, shards.rng))

@@ -1,8 +1,9 @@
 """Jitted, sharded training and evaluation steps for encoder-decoder speech translation models.
 
-A batch is a dict with `features` [..., T, F], `feature_lengths` [...], `decoder_input` [..., U], `target`
-[..., U], `loss_weights` [..., U] and optionally `valid` [...] (0 for padding rows), where the leading dims
-are [B] or language-stratified [G, b]. Stratified batches are flattened b-major ([b, G] -> [b·G]) for the
+A batch is a dict with `features` [..., T, F] (fbank) or [..., N] (waveforms), `feature_lengths` [...],
+`decoder_input` [..., U], `target` [..., U], `loss_weights` [..., U] and optionally `valid` [...] (0 for padding
+rows), where the leading dims are [B] or language-stratified [G, b]. The model is called with the batch's
+`state.MODEL_INPUTS`; a joint speech-text model also takes the transcript, `src_tokens` [..., S]. Stratified batches are flattened b-major ([b, G] -> [b·G]) for the
 shared model, which keeps every device's rows local under `sharding.batch_sharding(..., stratified=True)`.
 
 With a `SharingPlan` that has language-specific leaves, a stratified batch (which then also carries
@@ -29,7 +30,7 @@ from mlst_jax.train import sharding as shd
 from mlst_jax.train.ctc import ctc_loss_sums
 from mlst_jax.train.losses import label_smoothed_nll
 from mlst_jax.train.optim import current_lr
-from mlst_jax.train.state import TrainState
+from mlst_jax.train.state import MODEL_INPUTS, TrainState
 
 Batch = Mapping[str, jax.Array]
 
@@ -41,12 +42,17 @@ def flatten_batch(batch: Batch) -> dict[str, jax.Array]:
     return {k: jnp.swapaxes(v, 0, 1).reshape((-1,) + v.shape[2:]) for k, v in batch.items()}
 
 
-def _forward(model, params, feats, lens, tokens, key, with_ctc: bool):
-    """Decoder logits, or (logits, CTC logits, encoder mask) `with_ctc`."""
+def _forward(model, params, inputs, key, with_ctc: bool):
+    """Decoder logits, or (logits, CTC logits, encoder mask) `with_ctc`, or (ST logits, MT logits) for a joint
+    speech-text model (inputs with `src_tokens`)."""
     kw = dict(deterministic=key is None, rngs=None if key is None else {"dropout": key})
     if with_ctc:
-        return model.apply({"params": params}, feats, lens, tokens, method=model.with_ctc, **kw)
-    return model.apply({"params": params}, feats, lens, tokens, **kw)
+        return model.apply({"params": params}, *inputs, method=model.with_ctc, **kw)
+    return model.apply({"params": params}, *inputs, **kw)
+
+
+def _inputs(batch: Batch) -> tuple[jax.Array, ...]:
+    return tuple(batch[k] for k in MODEL_INPUTS if k in batch)
 
 
 def _grouped_forward(model, params, plan, batch: Batch, rng: jax.Array | None, with_ctc: bool):
@@ -54,15 +60,15 @@ def _grouped_forward(model, params, plan, batch: Batch, rng: jax.Array | None, w
     gathered, axes = plan.gather(params, batch["group_lang"])
     n_groups = batch["target"].shape[0]
     keys = None if rng is None else jax.random.split(rng, n_groups)
-    return jax.vmap(lambda p, f, l, t, k: _forward(model, p, f, l, t, k, with_ctc),
-                    in_axes=(axes, 0, 0, 0, None if rng is None else 0))(
-        gathered, batch["features"], batch["feature_lengths"], batch["decoder_input"], keys)
+    return jax.vmap(lambda p, x, k: _forward(model, p, x, k, with_ctc),
+                    in_axes=(axes, 0, None if rng is None else 0))(gathered, _inputs(batch), keys)
 
 
 def _loss_sums(model, params, batch: Batch, label_smoothing: float, rng: jax.Array | None, plan=None,
-               ctc_weight: float = 0.0):
-    """(smoothed loss sum, NLL sum, weighted token count, sentence count, CTC loss sum, CTC label count) of a
-    batch; the CTC terms are 0 unless `ctc_weight > 0` and the batch carries CTC labels."""
+               ctc_weight: float = 0.0) -> dict[str, jax.Array]:
+    """Sums over the batch: `loss` (label smoothed), `nll`, `ntokens` (weighted target tokens), `nsentences`;
+    `ctc`, `nchars` when `ctc_weight > 0` and the batch carries CTC labels; `mt_loss`, `mt_nll` (over the same
+    target tokens) when it carries `src_tokens` (a joint speech-text model)."""
     with_ctc = ctc_weight > 0 and "ctc_labels" in batch
     if plan is not None and not plan.is_shared:
         if batch["target"].ndim != 3 or "group_lang" not in batch:
@@ -73,23 +79,26 @@ def _loss_sums(model, params, batch: Batch, label_smoothing: float, rng: jax.Arr
         out = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), out)
     else:
         batch = flatten_batch({k: v for k, v in batch.items() if k != "group_lang"})
-        out = _forward(model, params, batch["features"], batch["feature_lengths"], batch["decoder_input"], rng,
-                       with_ctc)
-    logits = out[0] if with_ctc else out
+        out = _forward(model, params, _inputs(batch), rng, with_ctc)
+    joint = "src_tokens" in batch
+    logits = out[0] if with_ctc or joint else out
     valid = batch.get("valid")
     valid = jnp.ones(batch["target"].shape[:1], jnp.float32) if valid is None else valid.astype(jnp.float32)
     weights = batch["loss_weights"].astype(jnp.float32) * valid[:, None]
     loss_sum, nll_sum = label_smoothed_nll(logits, batch["target"], weights, label_smoothing)
-    ctc_sum = ctc_count = jnp.zeros((), jnp.float32)
+    sums = {"loss": loss_sum, "nll": nll_sum, "ntokens": weights.sum(), "nsentences": valid.sum()}
     if with_ctc:
-        ctc_sum, ctc_count = ctc_loss_sums(out[1], out[2], batch["ctc_labels"], batch["ctc_label_paddings"], valid)
-    return loss_sum, nll_sum, weights.sum(), valid.sum(), ctc_sum, ctc_count
+        sums["ctc"], sums["nchars"] = ctc_loss_sums(out[1], out[2], batch["ctc_labels"], batch["ctc_label_paddings"],
+                                                    valid)
+    if joint:
+        sums["mt_loss"], sums["mt_nll"] = label_smoothed_nll(out[1], batch["target"], weights, label_smoothing)
+    return sums
 
 
 def make_train_step(model, tx: optax.GradientTransformation, *, label_smoothing: float, mesh: Mesh,
                     state_shardings: TrainState, batch_shardings: Any, donate: bool = True,
-                    compiler_options: Mapping[str, Any] | None = None, plan=None,
-                    ctc_weight: float = 0.0) -> Callable[[TrainState, Batch], Any]:
+                    compiler_options: Mapping[str, Any] | None = None, plan=None, ctc_weight: float = 0.0,
+                    mt_weight: float = 0.0) -> Callable[[TrainState, Batch], Any]:
     """Jitted `(state, batch) -> (state, metrics)` with explicit in/out shardings; donates `state` if `donate`.
 
     The loss is the label-smoothed cross-entropy summed over target tokens and divided by the number of
@@ -103,28 +112,32 @@ def make_train_step(model, tx: optax.GradientTransformation, *, label_smoothing:
     `batch_shardings` is a NamedSharding for every batch leaf (e.g. `sharding.batch_sharding(mesh)`) or a
     dict of them. `compiler_options` (XLA debug options) are passed to `jax.jit`. `plan`: the SharingPlan
     the state's parameters are laid out for (None: plain parameters). `ctc_weight > 0`: the auxiliary CTC
-    loss per transcript character is added with this weight (metric `ctc`).
+    loss per transcript character is added with this weight (metric `ctc`). A joint speech-text model (batches
+    with `src_tokens`) adds `mt_weight` times the MT loss on the same targets (metrics `mt_loss`, `mt_nll`).
     """
     def step(state: TrainState, batch: Batch):
         rng = jax.random.fold_in(state.rng, state.step)
 
         def loss_fn(params):
-            loss_sum, nll_sum, ntokens, nsentences, ctc_sum, nchars = _loss_sums(
-                model, params, batch, label_smoothing, rng, plan, ctc_weight)
-            loss = loss_sum / jnp.maximum(ntokens, 1.0)
-            ctc = ctc_sum / jnp.maximum(nchars, 1.0)
-            return loss + ctc_weight * ctc, (loss, nll_sum, ntokens, nsentences, ctc)
+            sums = _loss_sums(model, params, batch, label_smoothing, rng, plan, ctc_weight)
+            ntokens = jnp.maximum(sums["ntokens"], 1.0)
+            metrics = {"loss": sums["loss"] / ntokens, "nll": sums["nll"] / ntokens, "ntokens": sums["ntokens"],
+                       "nsentences": sums["nsentences"]}
+            objective = metrics["loss"]
+            if "ctc" in sums:
+                metrics["ctc"] = sums["ctc"] / jnp.maximum(sums["nchars"], 1.0)
+                objective = objective + ctc_weight * metrics["ctc"]
+            if "mt_loss" in sums:
+                metrics["mt_loss"], metrics["mt_nll"] = sums["mt_loss"] / ntokens, sums["mt_nll"] / ntokens
+                objective = objective + mt_weight * metrics["mt_loss"]
+            return objective, metrics
 
-        (_, (loss, nll_sum, ntokens, nsentences, ctc)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.params)
+        (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         grads = jax.lax.with_sharding_constraint(grads, state_shardings.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
-        metrics = {"loss": loss, "nll": nll_sum / jnp.maximum(ntokens, 1.0), "ntokens": ntokens,
-                   "nsentences": nsentences, "grad_norm": optax.tree.norm(grads), "lr": current_lr(opt_state)}
-        if ctc_weight > 0:
-            metrics["ctc"] = ctc
+        metrics = {**metrics, "grad_norm": optax.tree.norm(grads), "lr": current_lr(opt_state)}
         return new_state, metrics
 
     return jax.jit(step, in_shardings=(state_shardings, batch_shardings),
@@ -137,8 +150,8 @@ def make_eval_step(model, *, mesh: Mesh, param_shardings: Any, batch_shardings: 
                    plan=None) -> Callable[[Any, Batch], dict[str, jax.Array]]:
     """Jitted deterministic `(params, batch) -> {"nll_sum", "ntokens"}` (sums over the global batch)."""
     def step(params, batch: Batch):
-        _, nll_sum, ntokens, *_ = _loss_sums(model, params, batch, 0.0, None, plan)
-        return {"nll_sum": nll_sum, "ntokens": ntokens}
+        sums = _loss_sums(model, params, batch, 0.0, None, plan)
+        return {"nll_sum": sums["nll"], "ntokens": sums["ntokens"]}
 
     return jax.jit(step, in_shardings=(param_shardings, batch_shardings), out_shardings=shd.replicated(mesh),
                    compiler_options=compiler_options)

@@ -149,10 +149,12 @@ def run(corpus, tmp_path_factory):
     c = synth_tiny()
     c.data.manual_dir, c.data.data_dir, c.data.tgt_langs = str(root), str(work / "tfds"), LANGS
     c.data.vocab = str(vocab_dir / "spm")
-    c.model.vocab_size = len(vocab)
-    c.model.overrides.update(d_model=32, encoder_layers=1, encoder_ffn_dim=64, decoder_ffn_dim=64, conv_channels=32,
+    c.model.s2t.vocab_size = len(vocab)
+    c.model.s2t.overrides.update(d_model=32, encoder_layers=1, encoder_ffn_dim=64, decoder_ffn_dim=64, conv_channels=32,
                              encoder_attention_heads=2, decoder_attention_heads=2)
-    model = S2TTransformer(cfglib.model_config(c))
+    from mlst_jax.train.tasks import get_task
+
+    model = S2TTransformer(get_task(c).model_config(None))
     shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 64, 80)), jnp.full((1,), 64),
                             jnp.zeros((1, 8), jnp.int32))["params"]
     rng = np.random.default_rng(0)

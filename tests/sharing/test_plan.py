@@ -205,8 +205,8 @@ def test_grouped_gradient_sums_to_shared_gradient(grouped_setup):
     params = plan.transfer(shared_state.params, shared)
 
     def loss(p, pl=None):
-        lsum, _, ntok, *_ = sp._loss_sums(model, p, batch, 0.0, None, pl)
-        return lsum / ntok
+        sums = sp._loss_sums(model, p, batch, 0.0, None, pl)
+        return sums["loss"] / sums["ntokens"]
     g_plan = jax.jit(jax.grad(lambda p: loss(p, plan)))(params)
     g_shared = jax.jit(jax.grad(loss))(shared_state.params)
     np.testing.assert_allclose(np.asarray(g_plan["decoder"]["lm_head"]["kernel"]).sum(0),

@@ -13,6 +13,7 @@ from mlst_jax.finetune import lna
 from mlst_jax.models.s2t_transformer import abstract_params
 from mlst_jax.sharing import CopyTable, SharingPlan, differentiable_units, make_plan
 from mlst_jax.train import config as cfglib
+from mlst_jax.train.tasks import get_task
 from mlst_jax.train.cli_train import load_config
 from mlst_jax.train.optim import count_trainable
 
@@ -20,7 +21,7 @@ CONFIG = Path(__file__).resolve().parents[2] / "configs" / "mustc_sharing.py"
 SHARED = 76_327_936  # design §3: Multilingual, 76.3M
 BUDGETS = ("1.5", "2.0", "2.5", "3.0", "3.5")
 
-# system -> (sharing.strategy, finetune.trainable, model.overrides.adapter_dim or 0, design §3 size in millions)
+# system -> (sharing.strategy, finetune.trainable, model.s2t.overrides.adapter_dim or 0, design §3 size in millions)
 SYSTEMS = {
     "joint": ("multilingual", "all", 0, 76.3),
     "finetune": ("bilingual", "all", 0, 610.6),  # 8x; the paper prints 610.4M (design §3's rounding note)
@@ -43,7 +44,7 @@ _BASES: dict = {}
 
 def base_of(c):
     """Abstract (ShapeDtypeStruct) parameters of the config's model, one eval_shape per distinct model."""
-    model = cfglib.model_config(c)
+    model = get_task(c).model_config(None)
     if model not in _BASES:
         _BASES[model] = abstract_params(model)
     return _BASES[model]
@@ -65,9 +66,9 @@ def test_system_loads_validates_and_has_the_design_size(system):
     c = load_config(f"{CONFIG}:{system}")
     cfglib.validate(c, device_count=8, check_paths=False)
     assert c.sharing.strategy == strategy and c.finetune.trainable == trainable
-    assert c.model.overrides.get("adapter_dim", 0) == adapter_dim
+    assert c.model.s2t.overrides.get("adapter_dim", 0) == adapter_dim
     # every row continues the shared model: same backbone and languages, 30k more updates, the paper's decoding
-    assert (c.model.arch, c.model.vocab_size, tuple(c.data.tgt_langs)) == ("s2t_transformer_m", 10000,
+    assert (c.model.s2t.arch, c.model.s2t.vocab_size, tuple(c.data.tgt_langs)) == ("s2t_transformer_m", 10000,
                                                                           cfglib.MUSTC_LANGS)
     assert c.train.max_updates == 130_000 and c.eval.lenpen == 0.6 and c.sharing.multiway_split == "tst-COMMON"
     assert c.sharing.init == "" and c.sharing.reset_optimizer is False  # the shared run is named on the command line

@@ -230,7 +230,7 @@ def test_adapter_baseline_from_shared(corpus, shared_run, tmp_path):
     from mlst_jax.train.trainer import train_and_evaluate
 
     c = config(corpus, 12, strategy="adapters", init=str(shared_run))
-    c.model.overrides.adapter_dim = 16
+    c.model.s2t.overrides.adapter_dim = 16
     c.finetune.trainable = "adapters"
     assert train_and_evaluate(c, tmp_path / "adapters")["step"] == 12
     run, shared = load_source(tmp_path / "adapters", LANGS), load_source(shared_run, LANGS)
@@ -252,24 +252,23 @@ def start(c, workdir: Path):
     """`start_plan_and_state` of config `c` as the trainer calls it: (plan, initial state, data state)."""
     import jax.numpy as jnp
 
-    from mlst_jax.models.s2t_transformer import S2TTransformer
     from mlst_jax.sharing.training import start_plan_and_state
     from mlst_jax.train import config as cfglib
     from mlst_jax.train import sharding as shd
-    from mlst_jax.train.optim import make_optimizer
+    from mlst_jax.train.optim import optimizer_of
     from mlst_jax.train.state import abstract_params
-    from mlst_jax.train.trainer import load_vocab, trainable_mask
+    from mlst_jax.train.tasks import get_task
 
-    vocab = load_vocab(c, workdir)
-    c.model.vocab_size = len(vocab)
-    model = S2TTransformer(cfglib.model_config(c))
+    task = get_task(c)
+    vocab = task.load_vocab(workdir)
+    model = task.model(task.model_config(vocab))
     example = {"features": jax.ShapeDtypeStruct((1, 16, 80), jnp.float32),
                "feature_lengths": jax.ShapeDtypeStruct((1,), jnp.int32),
                "decoder_input": jax.ShapeDtypeStruct((1, 4), jnp.int32)}
     mesh = shd.make_mesh(*cfglib.resolve_mesh(c, jax.device_count()))
     base = abstract_params(model, example)
-    tx = make_optimizer({**c.optim.to_dict(), "max_updates": c.train.max_updates}, trainable_mask(c, base))
-    return start_plan_and_state(c, model, tx, jax.random.PRNGKey(c.seed), example, mesh, base, vocab, workdir)
+    tx = optimizer_of(c, task.trainable_mask(base))
+    return start_plan_and_state(c, task.stream_names, model, tx, jax.random.PRNGKey(c.seed), example, mesh, base, vocab, workdir)
 
 
 def test_optimizer_carry_over_fails_loudly_unless_reset(corpus, shared_run, tmp_path):

@@ -12,15 +12,16 @@ from train_runs import RUN_FIELDS, SYNTH_TINY, TinyData, config_args, finish, pa
 def tiny_data(tmp_path_factory) -> TinyData:
     """16/4/4 utterances per direction, TFDS prepared, vocabulary trained."""
     from mlst_jax.data.synthetic.corpus import synthesize_corpus
-    from mlst_jax.train import trainer
+    from mlst_jax.train import inputs
     from mlst_jax.train.cli_train import load_config
+    from mlst_jax.train.tasks import get_task
 
     root, data_dir, work = (tmp_path_factory.mktemp(n) for n in ("tiny_corpus", "tiny_tfds", "tiny_vocab"))
     synthesize_corpus(root, (16, 4, 4), workers=1, progress=False)
     data = TinyData(root, data_dir, work / "vocab" / "spm.model")
     c = load_config(str(SYNTH_TINY), config_args(data, {"data.vocab": ""})[1:])
-    trainer.data_sources(c, "train")  # builds every split
-    trainer.load_vocab(c, work)
+    task = get_task(c)
+    task.load_vocab(work, inputs.data_sources(c, task.streams(), "train"))  # builds every split
     return data
 
 
@@ -38,3 +39,13 @@ def reference_run(tiny_data, subprocess_env, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("reference") / "run"
     result = finish(start_main(config_args(tiny_data, RUN_FIELDS), workdir, subprocess_env), workdir)
     return workdir, result, params_at(workdir, RUN_FIELDS["train.max_updates"])
+
+
+@pytest.fixture(scope="session")
+def xmef_data(tmp_path_factory):
+    """The tiny synthetic CoVoST 2 corpus and tiny random HF wav2vec 2.0 / mBART directories (xmef_runs.py)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from xmef_runs import make_xmef_data
+
+    return make_xmef_data(tmp_path_factory.mktemp("xmef"))

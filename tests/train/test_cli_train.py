@@ -8,6 +8,7 @@ import pytest
 from mlst_jax import cli
 from mlst_jax.train import config as cfglib
 from mlst_jax.train.cli_train import load_config
+from mlst_jax.train.tasks import get_task
 from train_runs import ROOT, RUN_FIELDS, SYNTH_TINY, config_args
 
 CONFIGS = ROOT / "configs"
@@ -72,13 +73,13 @@ def test_compile_names_the_budget_override(capsys, config, args, message, fix):
     """A frame budget too small for the mesh fails before compiling, naming the override that fixes it; with
     that override every frame bucket has whole rows for every group and batch device."""
     from mlst_jax.data import pipeline as pl
-    from mlst_jax.train.trainer import _pipeline_config
+    from mlst_jax.train.tasks import get_task
 
     rc, _, err = run_cli(capsys, "compile", "--config", CONFIGS / config, *args)
     assert rc == 2 and message in err and fix in err, err
     override = fix.split()[1].rstrip(",")
     c = load_config(str(CONFIGS / config), [override])
-    pcfg = _pipeline_config(c, train=True)
+    pcfg = get_task(c).pipeline_config(train=True)
     buckets = pl.train_frame_buckets(pcfg)  # mlst compile's default: the smallest and the largest
     shapes = pl.static_batch_shapes(pcfg, num_devices=4 if "mustc" in config else 8,
                                     frames=[buckets[0], buckets[-1]])
@@ -90,17 +91,17 @@ def test_readme_compile_budget_fits_32_devices():
     """README's `mlst compile ... --mesh data=8,fsdp=4 --config.data.max_frames_per_batch=1280000` (32 batch
     devices, 40,000 frames each) has whole rows for every language and device in the buckets it compiles."""
     from mlst_jax.data import pipeline as pl
-    from mlst_jax.train.trainer import _pipeline_config
+    from mlst_jax.train.tasks import get_task
 
     readme = (ROOT / "README.md").read_text()
     line = next(l for l in readme.splitlines() if l.startswith("mlst compile "))
     assert "--mesh data=8,fsdp=4 --config.data.max_frames_per_batch=1280000" in line
     c = load_config(str(CONFIGS / "mustc_multilingual_m.py"), ["--config.data.max_frames_per_batch=1280000"])
-    pcfg = _pipeline_config(c, train=True)
+    pcfg = get_task(c).pipeline_config(train=True)
     shapes = pl.static_batch_shapes(pcfg, num_devices=32, frames=[128, 3072])
     assert [s.features[:2] for s in shapes] == [(8, 1248), (8, 32)]
     with pytest.raises(ValueError, match="at least 786432 frames"):
-        pl.static_batch_shapes(_pipeline_config(load_config(str(CONFIGS / "mustc_multilingual_m.py")), train=True),
+        pl.static_batch_shapes(get_task(load_config(str(CONFIGS / "mustc_multilingual_m.py"))).pipeline_config(True),
                                num_devices=32, frames=[128, 3072])
 
 
@@ -110,8 +111,8 @@ def test_config_files_validate():
         cfglib.validate(load_config(str(CONFIGS / spec)), device_count=8, check_paths=False)
 
     m = load_config(str(CONFIGS / "mustc_multilingual_m.py"))
-    model = cfglib.model_config(m)
-    assert (m.model.arch, model.vocab_size, model.tie_word_embeddings, model.dropout) == \
+    model = get_task(m).model_config(None)
+    assert (m.model.s2t.arch, model.vocab_size, model.tie_word_embeddings, model.dropout) == \
         ("s2t_transformer_m", 10000, False, 0.15)
     assert (m.optim.lr, m.optim.schedule, m.optim.warmup_updates, m.optim.label_smoothing, m.optim.clip_norm) == \
         (2e-3, "inverse_sqrt", 10000, 0.1, 10.0)
@@ -120,7 +121,7 @@ def test_config_files_validate():
     assert tuple(m.data.tgt_langs) == cfglib.MUSTC_LANGS and m.sharing.strategy == "multilingual"
 
     b = load_config(f"{CONFIGS / 'mustc_bilingual.py'}:ru")
-    assert (b.model.arch, b.model.vocab_size, tuple(b.data.tgt_langs), b.data.specaugment) == \
+    assert (b.model.s2t.arch, b.model.s2t.vocab_size, tuple(b.data.tgt_langs), b.data.specaugment) == \
         ("s2t_transformer_s", 8000, ("ru",), "lb")
 
 

@@ -1,7 +1,12 @@
 """Experiment config validation: every mistake is reported with its field before anything compiles."""
 import pytest
 
-from mlst_jax.train.config import base_config, model_config, resolve_mesh, validate
+from mlst_jax.train.config import base_config, resolve_mesh, validate
+from mlst_jax.train.tasks import get_task
+
+
+def model_config(c):
+    return get_task(c).model_config(None)
 
 
 @pytest.fixture
@@ -28,13 +33,16 @@ def test_defaults_are_the_papers_recipe(cfg):
     ("sharing.strategy", "grad@0.5", "budget below 1"),
     ("sharing.strategy", "random@0.9", "budget below 1"),
     ("sharing.strategy", "everything", "sharing.strategy: unknown sharing strategy 'everything'"),
-    ("model.arch", "s2t_transformer_xl", "model.arch='s2t_transformer_xl'"),
+    ("model.s2t.arch", "s2t_transformer_xl", "model.s2t.arch='s2t_transformer_xl'"),
     ("optim.grad_accum", 0, "optim.grad_accum=0"),
     ("mesh.tensor", 3, "does not divide the 8 devices"),
 ])
 def test_errors_name_the_field(cfg, field, value, message):
-    section, key = field.split(".")
-    cfg[section][key] = value
+    *path, key = field.split(".")
+    node = cfg
+    for part in path:
+        node = node[part]
+    node[key] = value
     with pytest.raises(ValueError, match=message):
         validate(cfg, device_count=8)
 
@@ -57,9 +65,9 @@ def test_mesh_resolution(cfg):
 
 
 def test_model_overrides(cfg):
-    cfg.model.overrides.dropout = 0.3
-    cfg.model.overrides.d_model = 30
+    cfg.model.s2t.overrides.dropout = 0.3
+    cfg.model.s2t.overrides.d_model = 30
     with pytest.raises(ValueError, match="d_model=30 is not divisible"):
         validate(cfg)
-    cfg.model.overrides.d_model = 64
+    cfg.model.s2t.overrides.d_model = 64
     assert model_config(cfg).dropout == 0.3

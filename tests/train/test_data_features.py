@@ -4,15 +4,20 @@ import pytest
 
 from mlst_jax.audio import fbank
 from mlst_jax.train import config as cfglib
-from mlst_jax.train import trainer
+from mlst_jax.train import inputs
+from mlst_jax.train.tasks import get_task
 from mlst_jax.train.cli_train import load_config
 from train_runs import SYNTH_TINY, config_args
 
 
+def _sources(c, split):
+    return inputs.data_sources(c, get_task(c).streams(), split)
+
+
 def test_fbank_sources_hold_the_fbank_of_the_audio_sources(tiny_data):
     args = config_args(tiny_data, {})[1:]
-    audio = trainer.data_sources(load_config(str(SYNTH_TINY), args), "dev")
-    feats = trainer.data_sources(load_config(str(SYNTH_TINY), args + ["--config.data.features=fbank"]), "dev")
+    audio, feats = (_sources(load_config(str(SYNTH_TINY), args + extra), "dev")
+                    for extra in ([], ["--config.data.features=fbank"]))
     assert audio.keys() == feats.keys() == {"de", "es"}
     for lang in audio:
         a = {ex["id"]: ex for ex in (audio[lang][i] for i in range(len(audio[lang])))}

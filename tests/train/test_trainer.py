@@ -86,26 +86,29 @@ def test_resume_is_exact_and_eval_reports_bleu(corpus, tmp_path):
 
 def test_source_metadata_is_cached_next_to_the_array_records(corpus, tmp_path, monkeypatch):
     from mlst_jax.data import pipeline as pl
-    from mlst_jax.train.trainer import data_sources, load_vocab, source_metadata
+    from mlst_jax.train.inputs import data_sources, source_metadata
+    from mlst_jax.train.tasks import get_task
 
     c = config(corpus, 1)
-    sources = data_sources(c, "dev")
-    vocab = load_vocab(c, tmp_path / "run", data_sources(c, "train"))
+    task = get_task(c)
+    streams = task.streams()
+    sources = data_sources(c, streams, "dev")
+    vocab = task.load_vocab(tmp_path / "run", data_sources(c, streams, "train"))
     scanned = {l: pl.scan_source(s, vocab, l) for l, s in sources.items()}
-    first = source_metadata(c, "dev", sources, vocab)
+    first = source_metadata(c, task, streams, "dev", sources, vocab)
     digest = hashlib.sha1(Path(vocab.spm_path).read_bytes()).hexdigest()[:12]
-    files = sorted((Path(c.data.data_dir) / "mlst_metadata").rglob(f"*-dev-{digest}.npz"))
+    files = sorted((Path(c.data.data_dir) / "mlst_metadata").rglob(f"*-dev-fbank-{digest}.npz"))
     assert [f.name.split("-dev-")[0] for f in files] == ["en-de", "en-es"]
 
     def no_scan(*a, **k):
         raise AssertionError("scanned although cached")
     monkeypatch.setattr(pl, "scan_source", no_scan)
-    again = source_metadata(c, "dev", sources, vocab)
+    again = source_metadata(c, task, streams, "dev", sources, vocab)
     for lang in ("de", "es"):
         for m in (first[lang], again[lang]):
             np.testing.assert_array_equal(m.n_frames, scanned[lang].n_frames)
             np.testing.assert_array_equal(m.n_tokens, scanned[lang].n_tokens)
     monkeypatch.undo()
     pl.SourceMeta("audio", np.zeros(1, np.int32), np.zeros(1, np.int32), np.array(["de"])).save(files[0])
-    fixed = source_metadata(c, "dev", sources, vocab)  # a stale file (wrong size) is scanned again
+    fixed = source_metadata(c, task, streams, "dev", sources, vocab)  # a stale file (wrong size) is scanned again
     np.testing.assert_array_equal(fixed["de"].n_frames, scanned["de"].n_frames)
