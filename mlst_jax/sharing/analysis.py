@@ -274,16 +274,13 @@ def analyze_run(workdir: str | os.PathLike, split: str, out_dir: str | os.PathLi
     """Per-task gradients of run `workdir` on the multi-way aligned `split` of its corpus; writes
     quadruplets.csv and the two analyses (`write_analysis`) into `out_dir`. Returns `write_analysis`'s dict
     plus "step", "utterances", "nll" ({lang: mean NLL}) and "similarity" ({unit: [n, n]})."""
-    from mlst_jax.data.multiway_batches import multiway_batches
     from mlst_jax.sharing.gradients import similarities, task_gradients, write_quadruplets_csv
-    from mlst_jax.train.inputs import corpus_root
+    from mlst_jax.train.inputs import multiway_batches
+    from mlst_jax.train.tasks import get_task
 
     run = load_run(workdir, step)
-    c = run.config
-    batches = multiway_batches(corpus_root(c), run.plan.langs, split, run.vocab, src_lang=c.data.src_lang,
-                               batch_size=batch_size, max_utterances=max_utterances,
-                               max_frames=c.data.max_frames, cmvn=c.data.cmvn or None,
-                               global_cmvn_path=c.data.global_cmvn_path or None)
+    batches = multiway_batches(run.config, get_task(run.config), run.plan.langs, split, run.vocab, batch_size,
+                               max_utterances=max_utterances)
     grads = task_gradients(run.model, run.params, run.plan, batches, progress=progress)
     matrices, quads = similarities(grads, run.plan)
     out = Path(out_dir)

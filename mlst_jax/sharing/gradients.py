@@ -133,7 +133,7 @@ def make_task_grad_fn(model, plan: SharingPlan, params: Any, units: Iterable[Uni
 def task_gradients(model, params: Any, plan: SharingPlan, batches: Iterable[Batch], progress: bool = True,
                    units: Iterable[Unit] | None = None) -> TaskGradients:
     """Every task's mean gradient (per target token) over `batches` (multi-way batches, e.g. from
-    `mlst_jax.data.multiway_batches`) w.r.t. the differentiable units' leaves; a tqdm bar when `progress`."""
+    `mlst_jax.data.multiway_pipeline`) w.r.t. the differentiable units' leaves; a tqdm bar when `progress`."""
     from tqdm.auto import tqdm
 
     params = jax.device_put(params)

@@ -90,14 +90,12 @@ def gradient_similarities(c, model, params: Any, plan: SharingPlan, vocab, out_d
     """{unit: [n, n] cosine matrix} of per-task gradients on the config's multi-way aligned split
     (`sharing.multiway_split`, at most `sharing.multiway_max` utterances); writes `quadruplets.csv` into
     `out_dir` when given."""
-    from mlst_jax.data.multiway_batches import multiway_batches
     from mlst_jax.sharing.gradients import similarities, task_gradients, write_quadruplets_csv
-    from mlst_jax.train.inputs import corpus_root
+    from mlst_jax.train.inputs import multiway_batches
+    from mlst_jax.train.tasks import get_task
 
-    batches = multiway_batches(corpus_root(c), plan.langs, c.sharing.multiway_split, vocab, src_lang=c.data.src_lang,
-                               batch_size=c.sharing.multiway_batch_size,
-                               max_utterances=c.sharing.multiway_max or None, max_frames=c.data.max_frames,
-                               cmvn=c.data.cmvn or None)
+    batches = multiway_batches(c, get_task(c), plan.langs, c.sharing.multiway_split, vocab,
+                               c.sharing.multiway_batch_size, max_utterances=c.sharing.multiway_max or None)
     grads = task_gradients(model, params, plan, batches, progress=progress)
     matrices, quads = similarities(grads, plan)
     if out_dir is not None:

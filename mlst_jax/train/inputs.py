@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import jax
 
 from mlst_jax.data import pipeline as pl
+from mlst_jax.data.multiway_pipeline import MultiwayPipeline, make_multiway_pipeline
 from mlst_jax.train import distributed
 
 logger = logging.getLogger(__name__)
@@ -138,6 +139,20 @@ def train_pipeline(c, task, sources: dict[str, Any], vocab, n_batch_devices: int
                                   shard_index=jax.process_index(), shard_count=jax.process_count(),
                                   num_devices=local_batch_devices(n_batch_devices),
                                   metadata=source_metadata(c, task, streams, c.data.train_split, sources, vocab))
+
+
+def multiway_batches(c, task, names: Sequence[str], split: str, vocab, batch_size: int,
+                     max_utterances: int | None = None) -> MultiwayPipeline:
+    """Multi-way batches of the streams `names` on corpus split `split`: the utterances present in all of them,
+    with a reference per stream (`mlst_jax.data.multiway_pipeline`)."""
+    by_name = {s.name: s for s in task.streams()}
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise ValueError(f"streams {unknown} are not among the config's {sorted(by_name)}")
+    streams = [by_name[n] for n in names]
+    cfg = task.pipeline_config(train=False, langs=tuple(names), targets=tuple(s.tgt for s in streams))
+    return make_multiway_pipeline(data_sources(c, streams, split), vocab, cfg, batch_size,
+                                  max_utterances=max_utterances)
 
 
 def global_batch_shape(shape: pl.BatchShape) -> pl.BatchShape:

@@ -16,7 +16,6 @@ from mlst_jax.data.layouts import (
     read_europarl_st,
     read_mustc,
 )
-from mlst_jax.data.multiway import multiway_aligned
 from mlst_jax.data.writers import Talk, mp3_supported, write_covost2, write_europarl_st, write_mustc
 
 SR = 16000
@@ -217,24 +216,6 @@ def test_writers_are_deterministic(tmp_path):
 def test_writer_rejects_line_breaks(tmp_path):
     with pytest.raises(ValueError, match="line break"):
         write_mustc(tmp_path, "en-de", "dev", [Talk("ted_1", "spk.1", [(wave(800, 1), "two\nlines", "x")])])
-
-
-# --- multi-way alignment -------------------------------------------------------------------------
-
-
-def test_multiway_aligned(mustc):
-    aligned = multiway_aligned(mustc, PAIRS, "tst-COMMON")
-    assert [(a["talk"], a["offset"]) for a in aligned] == [("ted_1", 0.25), ("ted_2", 0.25)]
-    assert aligned[0]["references"] == {"de": "hallo welt", "es": "hola mundo", "fr": "bonjour le monde"}
-    assert aligned.dropped == {"en-de": 1, "en-es": 1, "en-fr": 0}
-    assert len(multiway_aligned(mustc, PAIRS[:2], "tst-COMMON")) == 3
-
-    es_yaml = txt(mustc, "en-es", "tst-COMMON", "yaml")
-    es_yaml.write_text(es_yaml.read_text().replace("offset: 0.250000", "offset: 0.250500", 1))
-    assert len(multiway_aligned(mustc, PAIRS, "tst-COMMON")) == 2  # 0.5 ms: within tolerance
-    es_yaml.write_text(es_yaml.read_text().replace("offset: 0.250500", "offset: 0.252000", 1))
-    aligned = multiway_aligned(mustc, PAIRS, "tst-COMMON")
-    assert [a["talk"] for a in aligned] == ["ted_2"] and aligned.dropped == {"en-de": 2, "en-es": 2, "en-fr": 1}
 
 
 # --- bad inputs ----------------------------------------------------------------------------------

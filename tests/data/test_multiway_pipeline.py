@@ -1,4 +1,5 @@
-"""Multi-way batches from TFDS sources: parity with the MuST-C-layout reader, alignment, waveform features."""
+"""Multi-way batches from TFDS sources: features and references of every aligned utterance, alignment, waveform
+features."""
 from dataclasses import replace
 
 import numpy as np
@@ -34,34 +35,47 @@ def tfds_sources(data, split):
     return {l: MustC(config=f"en-{l}", data_dir=data).as_data_source(tfds_split_name(split)) for l in LANGS}
 
 
-@pytest.mark.parametrize("split, batch_size, max_utterances", [("train", 4, None), ("tst-COMMON", 3, None),
-                                                               ("train", 3, 10)])
-def test_parity_with_multiway_batches(corpus, split, batch_size, max_utterances):
-    from mlst_jax.data.multiway_batches import multiway_batches
+def test_batches_hold_every_aligned_utterance_with_its_fbank_and_references(corpus):
+    from mlst_jax.audio import fbank, utterance_cmvn
 
-    root, data, vocab = corpus
-    old = multiway_batches(root, LANGS, split, vocab, batch_size=batch_size, num_buckets=2,
-                           max_utterances=max_utterances, max_frames=CFG.max_frames)
-    new = make_multiway_pipeline(tfds_sources(data, split), vocab, CFG, batch_size, num_buckets=2,
-                                 max_utterances=max_utterances)
-    assert new.langs == LANGS and len(new) == len(old) >= 2 and new.shapes == old.shapes
-    assert [u["ids"]["de"] for u in new.utterances] == [u["ids"]["en-de"] for u in old.utterances]
-    assert [u["references"] for u in new.utterances] == [u["references"] for u in old.utterances]
-    assert new.stats.kept == {l: len(old.utterances) for l in LANGS}
-    assert new.stats.dropped == {}  # every utterance is aligned
-    for i, (a, b) in enumerate(zip(old, new)):
-        assert a.keys() == b.keys()
-        for key in a:
-            assert a[key].shape == b[key].shape and a[key].dtype == b[key].dtype, key
-            if key == "features":
-                np.testing.assert_allclose(b[key], a[key], atol=1e-5)
-            else:
-                np.testing.assert_array_equal(b[key], a[key], err_msg=key)
-        for key, value in new[i].items():  # random access gives the same batch
+    _, data, vocab = corpus
+    sources = tfds_sources(data, "tst-COMMON")
+    batches = make_multiway_pipeline(sources, vocab, CFG, 3, num_buckets=2)
+    assert batches.langs == LANGS and len(batches.utterances) == 4 and len(batches) == 2 and len(batches.shapes) <= 2
+    assert batches.stats.kept == {l: 4 for l in LANGS} and batches.stats.dropped == {}
+    seen = []
+    for i, b in enumerate(batches):
+        n, rows, u = b["target"].shape
+        assert (n, rows) == (3, 3) and b["decoder_input"].shape == b["loss_weights"].shape == (3, 3, u)
+        assert b["features"].shape[0] == 3 and b["features"].shape[2] == 80
+        assert (b["features"].shape[1], u) in batches.shapes
+        for r in range(rows):
+            k = b["index"][r]
+            if k < 0:
+                assert b["valid"][r] == 0 and not b["loss_weights"][:, r].any()
+                continue
+            seen.append(int(k))
+            utt = batches.utterances[k]
+            for li, lang in enumerate(LANGS):
+                ids = vocab.encode(utt["references"][lang], lang)
+                np.testing.assert_array_equal(b["target"][li, r, : len(ids)], ids)
+                np.testing.assert_array_equal(b["decoder_input"][li, r, : len(ids)], [2] + ids[:-1])
+                assert (b["target"][li, r, len(ids):] == 1).all()
+                np.testing.assert_array_equal(b["loss_weights"][li, r],
+                                              [0] + [1] * (len(ids) - 1) + [0] * (u - len(ids)))
+                assert sources[lang][utt["examples"][lang]]["tgt_text"].decode() == utt["references"][lang]
+            audio = sources["de"][utt["examples"]["de"]]["audio"]
+            want = np.asarray(fbank(audio.astype(np.float32) / 32768, 16000))
+            length = b["feature_lengths"][r]
+            assert length == len(want)
+            np.testing.assert_allclose(b["features"][r, :length], utterance_cmvn(want), atol=1e-3)
+            assert not b["features"][r, length:].any()
+        for key, value in batches[i].items():  # random access gives the same batch
             np.testing.assert_array_equal(value, b[key])
-    assert sum(int(b["valid"].sum()) for b in new) == len(new.utterances)
+    assert sorted(seen) == list(range(4))
+    assert len(make_multiway_pipeline(sources, vocab, CFG, 4, max_utterances=3).utterances) == 3
     with pytest.raises(IndexError):
-        new[len(new)]
+        batches[len(batches)]
 
 
 def test_unaligned_and_audio_matching(corpus, caplog):

@@ -87,46 +87,6 @@ def corpus(tmp_path_factory):
     return root, vocab, vocab_dir
 
 
-def test_multiway_batches(corpus):
-    from mlst_jax.audio import fbank, utterance_cmvn
-    from mlst_jax.data.layouts import load_segment
-    from mlst_jax.data.multiway_batches import multiway_batches
-
-    root, vocab, _ = corpus
-    batches = multiway_batches(root / "mustc", LANGS, "tst-COMMON", vocab, batch_size=4, num_buckets=2)
-    assert len(batches.utterances) == 6 and len(batches) == 2 and len(batches.shapes) <= 2
-    seen = []
-    for b in batches:
-        n, rows, u = b["target"].shape
-        assert (n, rows) == (3, 4) and b["decoder_input"].shape == b["loss_weights"].shape == (3, 4, u)
-        assert b["features"].shape == (4, b["features"].shape[1], 80) and (b["features"].shape[1], u) in batches.shapes
-        for r in range(rows):
-            i = b["index"][r]
-            if i < 0:
-                assert b["valid"][r] == 0 and not b["loss_weights"][:, r].any()
-                continue
-            seen.append(int(i))
-            utt = batches.utterances[i]
-            for li, lang in enumerate(LANGS):
-                ids = vocab.encode(utt["references"][lang], lang)
-                np.testing.assert_array_equal(b["target"][li, r, : len(ids)], ids)
-                np.testing.assert_array_equal(b["decoder_input"][li, r, : len(ids)], [2] + ids[:-1])
-                assert (b["target"][li, r, len(ids):] == 1).all()
-                np.testing.assert_array_equal(b["loss_weights"][li, r], [0] + [1] * (len(ids) - 1) + [0] * (u - len(ids)))
-            wave = load_segment(utt["audio_path"], utt["offset"], utt["duration"], 16000)
-            want = np.asarray(fbank(np.round(wave * 32768) / 32768, 16000))
-            length = b["feature_lengths"][r]
-            assert length == len(want)
-            np.testing.assert_allclose(b["features"][r, :length], utterance_cmvn(want), atol=1e-3)
-            assert not b["features"][r, length:].any()
-    assert sorted(seen) == list(range(6))
-    assert len(multiway_batches(root / "mustc", LANGS[:2], "tst-COMMON", vocab, max_utterances=3).utterances) == 3
-    with pytest.raises(ValueError, match="no split 'test'.*dev, train, tst-COMMON"):
-        multiway_batches(root / "mustc", LANGS, "test", vocab)
-    with pytest.raises(ValueError, match="unknown target language 'xx'"):
-        multiway_batches(root / "mustc", ["xx"], "tst-COMMON", vocab)
-
-
 def synth_tiny():
     spec = importlib.util.spec_from_file_location("synth_tiny", ROOT / "configs" / "synth_tiny.py")
     module = importlib.util.module_from_spec(spec)

@@ -5,7 +5,7 @@ multi-way parallel) and are spoken by espeak-ng (:mod:`~mlst_jax.data.synthetic.
 
 * **MuST-C** (``<out>/mustc``): English speech, the same talks in the 8 directions ``en-{de,es,fr,it,nl,pt,ro,ru}``
   (each talk wav is stored once and hard-linked); splits ``train``, ``dev``, ``tst-COMMON``; one voice per talk.
-  The dev and test sets are therefore multi-way aligned (:func:`mlst_jax.data.multiway.multiway_aligned`).
+  The dev and test sets are therefore multi-way aligned (:mod:`mlst_jax.data.multiway_pipeline`).
 * **CoVoST 2** (``<out>/covost2``): X->en for the 8 non-English languages (speech in X) and en->X (one set of
   English clips translated into all 8); Common Voice clips (16-bit wav), ``<src>/validated.tsv`` and the release
   TSVs ``covost_v2.<src>_<tgt>.tsv``; splits ``train``, ``dev``, ``test``; one voice per Common Voice client.
