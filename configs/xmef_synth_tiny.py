@@ -47,11 +47,11 @@ def get_config(arg: str = ""):
     c.data.eval_directions = "de-en,en-fr,en-de"
     c.data.test_split = "test"
     c.data.max_frames = 4 * SECONDS
-    c.data.frame_buckets = (2 * SECONDS, 4 * SECONDS)
-    c.data.token_buckets = (32, 64)
-    c.data.max_frames_per_batch = 16 * SECONDS  # 4 rows of 4 s, 8 of 2 s
+    c.data.frame_buckets = (4 * SECONDS,)  # one shape: one compilation of each step
+    c.data.token_buckets = (64,)
+    c.data.max_frames_per_batch = 16 * SECONDS  # 4 rows
     c.data.specaugment = ""
-    c.data.source_tokens = 32
+    c.data.source_tokens = 64
 
     c.finetune.trainable = "lna-minimalist"
     if arg == "joint":

@@ -17,6 +17,7 @@ import numpy as np
 
 from mlst_jax.models import s2t_transformer
 from mlst_jax.models import xmef as xmef_model
+from mlst_jax.models.joint import JointConfig, JointXMEF
 from mlst_jax.models.s2t_transformer import S2TConfig, S2TTransformer
 from mlst_jax.models.xmef import XMEF, XMEFConfig
 
@@ -173,14 +174,21 @@ class _XMEFFamily(_Family):
         return vocab
 
 
-_FAMILIES = {f.architecture: f for f in (_S2TFamily(), _XMEFFamily())}
+class _JointFamily(_XMEFFamily):
+    """The joint speech-text XMEF (`mlst_jax.models.joint`): speech in as XMEF; its text path (the mBART encoder
+    with the shared layers) also translates source text (`translate_text`)."""
+
+    architecture, module, config_cls = "xmef_joint", JointXMEF, JointConfig
+
+
+_FAMILIES = {f.architecture: f for f in (_S2TFamily(), _XMEFFamily(), _JointFamily())}
 
 
 def _family_of(config) -> _Family:
     for family in _FAMILIES.values():
         if isinstance(config, family.config_cls):
             return family
-    raise TypeError(f"Translator serves S2TConfig and XMEFConfig models, got {type(config).__name__}")
+    raise TypeError(f"Translator serves S2TConfig, XMEFConfig and JointConfig models, got {type(config).__name__}")
 
 
 class Translator:
@@ -243,7 +251,7 @@ class Translator:
         if (path / HF_VOCAB).is_file():
             vocab = Vocab.from_hf_dir(path)
         else:  # an XMEF model's mBART-50 SentencePiece model alone
-            vocab = load_mbart50_vocab(path) if family.architecture == "xmef" else None
+            vocab = load_mbart50_vocab(path) if isinstance(family, _XMEFFamily) else None
         params = traverse_util.unflatten_dict(load_file(str(path / PARAMS_FILE)), sep="/")
         return cls(family.config_cls.from_dict(meta["config"]), params, vocab, meta.get("cmvn", "utterance"))
 
@@ -339,6 +347,43 @@ class Translator:
         hyps = [[_strip(row, self.config.eos_token_id, self.config.pad_token_id) for row in sent] for sent in tokens]
         return [h[0] for h in hyps] if n_best == 1 else hyps
 
+    def generate_from_text(self, src_ids, tgt_lang, beam_size: int = 5, length_penalty: float = 1.0,
+                           max_len_a: float = 0.0, max_len_b: int = 200) -> list[list[int]]:
+        """Beam search from source token ids [B, S] (`[source code, pieces..., </s>]` right-padded with the pad id)
+        through a joint model's text path; the best hypothesis per row (tag included, `</s>` excluded)."""
+        if not hasattr(self.model, "encode_text"):
+            raise ValueError(f"{type(self.model).__name__} has no text input; only the joint speech-text model does")
+        ids = np.asarray(src_ids, np.int32)
+        if ids.ndim != 2:
+            raise ValueError(f"src_ids must be [batch, length], got shape {ids.shape}")
+        self._check_ids(ids)
+        pad = self.config.pad_token_id
+        lens = (ids != pad).sum(-1).astype(np.int32)
+        b, t = _batch_bucket(ids.shape[0]), _round_up(int(lens.max()), 16)
+        src = np.full((b, t), pad, np.int32)
+        src[: ids.shape[0], : min(t, ids.shape[1])] = ids[:, :t]
+        src[ids.shape[0]:, 0] = self.config.eos_token_id  # dummy rows: one token
+        tag = self.lang_id(tgt_lang)
+        cap = self.config.max_target_positions - 1
+        max_len = np.minimum(np.floor(max_len_a * np.maximum((src != pad).sum(-1), 1) + max_len_b).astype(np.int32)
+                             + 1, cap)
+        max_steps = min(_round_up(int(max_len[: ids.shape[0]].max()), 16), cap)
+        fn = _generate_fn(self.model, self.family.init_cache, beam_size, 1, max_steps, False, text=True)
+        out = fn(self.params, src, np.zeros((b,), np.int32), np.full((b, 1), tag, np.int32), max_len,
+                 np.float32(length_penalty))
+        tokens = np.asarray(out.tokens)[: ids.shape[0], 0]
+        return [_strip(row, self.config.eos_token_id, pad) for row in tokens]
+
+    def translate_text(self, texts, src_lang: str, tgt_lang: str, **generate_kw) -> list[str]:
+        """Source sentences of `src_lang` → detokenized translations through a joint model's text path."""
+        if self.vocab is None:
+            raise ValueError(self.family.no_vocab)
+        rows = [self.vocab.encode(t, src_lang) for t in texts]
+        ids = np.full((len(rows), max(map(len, rows))), self.config.pad_token_id, np.int32)
+        for i, r in enumerate(rows):
+            ids[i, : len(r)] = r
+        return [self.vocab.decode(h) for h in self.generate_from_text(ids, tgt_lang, **generate_kw)]
+
     def translate(self, waveforms, sample_rate: int, tgt_lang: str, **generate_kw) -> list[str]:
         """Waveforms (a list of 1-D float arrays in [-1, 1]) → detokenized translations. S2T: fbank (+ CMVN);
         XMEF: the 16 kHz waveforms themselves (normalized when cmvn='utterance'). `generate_kw` go to `generate`."""
@@ -367,15 +412,20 @@ def _logits_fn(model):
 
 
 @functools.lru_cache(maxsize=None)
-def _generate_fn(model, init_cache, beam_size: int, n_best: int, max_steps: int, hf_compat: bool):
-    """Jitted encode → cross-attention K/V → `mlst_jax.decode.beam_search` for either model family."""
+def _generate_fn(model, init_cache, beam_size: int, n_best: int, max_steps: int, hf_compat: bool,
+                 text: bool = False):
+    """Jitted encode → cross-attention K/V → `mlst_jax.decode.beam_search` for every model family (`text`: from
+    source token ids through a joint model's text encoder; `lens` is then unused)."""
     from mlst_jax.decode import beam_search
 
     cfg, cls = model.config, type(model)
 
     def run(params, feats, lens, prefix, max_len, length_penalty):
         variables = {"params": params}
-        enc_out, enc_valid = model.apply(variables, feats, lens, method=cls.encode)
+        if text:
+            enc_out, enc_valid = model.apply(variables, feats, method=cls.encode_text)
+        else:
+            enc_out, enc_valid = model.apply(variables, feats, lens, method=cls.encode)
         cross_kv = model.apply(variables, enc_out, method=cls.precompute_cross_kv)
         cache = init_cache(cfg, feats.shape[0] * beam_size, max_steps + 1, enc_out.dtype)
 

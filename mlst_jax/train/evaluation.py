@@ -41,18 +41,21 @@ class Evaluator:
         self.meta = inputs.source_metadata(c, task, self.streams, split, self.sources, vocab)
         self.sharding = shd.batch_sharding(mesh, 1)
         self.keys = tuple(k for k in task.train_keys(True) if k not in ("group_lang",) and not k.startswith("ctc"))
+        self.mt = "src_tokens" in self.keys  # a joint speech-text model: MT BLEU from the transcripts too
         self.eval_step = None
         if param_shardings is not None:
             self.eval_step = make_eval_step(task.model(model_cfg), mesh=mesh, param_shardings=param_shardings,
                                             batch_shardings=self.sharding)
 
     def __call__(self, params, with_loss: bool = True, write_to: Path | None = None) -> dict[str, Any]:
-        """`{"nll_<stream>", "nll", "bleu_<stream>", "bleu_avg"}` of `params`; with `write_to`, process 0 also
+        """`{"nll_<stream>", "nll", "bleu_<stream>", "bleu_avg"}` of `params` (a joint speech-text model adds
+        `mt_bleu_<stream>` and `mt_bleu_avg`: its text path on the transcripts); with `write_to`, process 0 also
         writes `<stream>.hyp` and `<stream>.ref` there (one detokenized sentence per line, in the split's order)."""
         host = distributed.host_arrays(params)
         with_loss = with_loss and self.eval_step is not None
         e, limit = self.c.eval, self.c.eval.max_examples
-        out, pairs, total = {}, {}, np.zeros(2)
+        beam = dict(beam_size=e.beam, length_penalty=e.lenpen, max_len_a=e.max_len_a, max_len_b=e.max_len_b)
+        out, pairs, mt_pairs, total = {}, {}, {}, np.zeros(2)
         translator = None if self.plan is not None else self.task.translator(self.model_cfg, host, self.vocab)
         for stream in self.streams:
             src = self.sources[stream.name]
@@ -65,7 +68,7 @@ class Evaluator:
             pipe = pl.make_eval_pipeline(src, self.vocab, pcfg, self.batch_size, lang=stream.tgt,
                                          shard_index=jax.process_index(), shard_count=jax.process_count(),
                                          metadata=self.meta[stream.name])
-            hyps, refs, sums = [], [], np.zeros(2)
+            hyps, refs, mt_hyps, sums = [], [], [], np.zeros(2)
             for batch in pipe:
                 if with_loss:
                     m = jax.device_get(self.eval_step(stream_params, put(batch, self.sharding, self.keys)))
@@ -76,21 +79,28 @@ class Evaluator:
                         continue
                     break  # nothing more to score
                 ids = translator.generate(batch["features"][rows], batch["feature_lengths"][rows], stream.tgt,
-                                          beam_size=e.beam, length_penalty=e.lenpen, max_len_a=e.max_len_a,
-                                          max_len_b=e.max_len_b) if rows.size else []
+                                          **beam) if rows.size else []
                 for i, h in self._gather(batch["index"][rows], ids):
                     hyps.append(self.vocab.decode(h))
                     refs.append(inputs.text(src[int(i)]["tgt_text"]))
+                if self.mt:  # the joint model's text path, from the transcripts
+                    ids = translator.generate_from_text(batch["src_tokens"][rows], stream.tgt, **beam) \
+                        if rows.size else []
+                    mt_hyps += [self.vocab.decode(h) for _, h in self._gather(batch["index"][rows], ids)]
             pipe.close()
             pairs[stream] = (hyps, refs)
+            if self.mt:
+                mt_pairs[stream] = (mt_hyps, refs)
             if with_loss:
                 out[f"nll_{stream.name}"] = float(sums[0] / max(sums[1], 1.0))
                 total += sums
         if with_loss:
             out["nll"] = float(total[0] / max(total[1], 1.0))
-        for stream, (hyps, refs) in pairs.items():
-            out[f"bleu_{stream.name}"] = corpus_bleu(hyps, refs, stream.tgt).score
-        out["bleu_avg"] = float(np.mean([out[f"bleu_{s.name}"] for s in pairs]))
+        for prefix, scored in (("bleu", pairs), ("mt_bleu", mt_pairs)):
+            for stream, (hyps, refs) in scored.items():
+                out[f"{prefix}_{stream.name}"] = corpus_bleu(hyps, refs, stream.tgt).score
+            if scored:
+                out[f"{prefix}_avg"] = float(np.mean([out[f"{prefix}_{s.name}"] for s in scored]))
         if write_to is not None and jax.process_index() == 0:
             write_to.mkdir(parents=True, exist_ok=True)
             for stream, (hyps, refs) in pairs.items():

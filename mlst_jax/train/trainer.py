@@ -257,8 +257,8 @@ def run_plan(workdir: str | Path, langs, params: Any) -> SharingPlan:
 def evaluate(config: ml_collections.ConfigDict, workdir: str | Path, split: str | None = None) -> dict[str, Any]:
     """Beam-search BLEU per stream and their mean (`avg`) on `split` (default `data.test_split`) with the average
     of the last `train.average_last` checkpoints and the run's vocabulary (XMEF adds the supervised and zero-shot
-    averages and the X→Y matrix). The hypotheses and references go to `<workdir>/eval/<split>/<stream>.hyp` and
-    `.ref`."""
+    averages and the X→Y matrix; a joint model `mt_<stream>`: its text path on the transcripts). The hypotheses and
+    references go to `<workdir>/eval/<split>/<stream>.hyp` and `.ref`."""
     c = ml_collections.ConfigDict(config.to_dict())
     task = get_task(c)
     vocab = task.load_vocab(workdir)
@@ -269,4 +269,5 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | Path, split: str 
     ev = Evaluator(c, task, vocab, task.model_config(vocab), split, mesh, None, plan)
     scores = ev(params, with_loss=False, write_to=Path(workdir) / "eval" / split)
     out = {k[len("bleu_"):]: v for k, v in scores.items() if k.startswith("bleu_")}
-    return {**out, **task.summarize({k: v for k, v in out.items() if k != "avg"}, split)}
+    mt = {f"mt_{k[len('mt_bleu_'):]}": v for k, v in scores.items() if k.startswith("mt_bleu_")}
+    return {**out, **mt, **task.summarize({k: v for k, v in out.items() if k != "avg"}, split)}

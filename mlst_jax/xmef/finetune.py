@@ -93,7 +93,7 @@ def finetune(config: XMEFConfig, params: dict, examples: Sequence[Example], vari
 
 def _model(config) -> tuple[Any, XMEFConfig]:
     """The module of an `XMEFConfig` or a joint `JointConfig`, and its XMEF config."""
-    from mlst_jax.xmef.joint import JointConfig, JointXMEF
+    from mlst_jax.models.joint import JointConfig, JointXMEF
 
     if isinstance(config, JointConfig):
         return JointXMEF(config), config.xmef

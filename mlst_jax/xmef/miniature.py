@@ -23,7 +23,8 @@ from mlst_jax.models.wav2vec2 import Wav2Vec2Config, named_config
 from mlst_jax.xmef import data as xdata
 from mlst_jax.xmef import directions as dirs
 from mlst_jax.xmef.finetune import compose, evaluate, finetune, random_init, st_examples
-from mlst_jax.xmef.joint import JointConfig, joint_examples, joint_finetune, joint_from_pretrained
+from mlst_jax.models.joint import JointConfig, joint_from_pretrained
+from mlst_jax.xmef.joint import joint_examples, joint_finetune
 from mlst_jax.xmef.pretrain import StageConfig, char_error_rate, ctc_pretrain, ctc_transcribe, mbart_pretrain
 
 

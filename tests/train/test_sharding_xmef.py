@@ -11,7 +11,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from mlst_jax.models import wav2vec2, xmef
 from mlst_jax.models.mbart import MBartConfig
 from mlst_jax.train import sharding as shd
-from mlst_jax.xmef import joint
+from mlst_jax.models import joint
 
 # Path (full match) -> logical axes; the first matching row applies.
 TABLE = [

@@ -35,10 +35,9 @@ def load(args):
 
 def pretrained_params(xmef_data, c):
     from mlst_jax.train.tasks import get_task
-    from mlst_jax.train.tasks.xmef_pretrained import load_pretrained_parts
 
     task = get_task(c)
-    return load_pretrained_parts(task.model_config(task.load_vocab("/nonexistent")), task.pretrained(), c.seed)[1]
+    return task.pretrained_params(task.model_config(task.load_vocab("/nonexistent")))
 
 
 @pytest.fixture(scope="module")
@@ -271,3 +270,23 @@ def test_large_config_rejects_the_tiny_checkpoints(xmef_data):
                      f"--config.data.manual_dir={xmef_data.corpus}", f"--config.data.data_dir={xmef_data.data_dir}"])
     with pytest.raises(ValueError, match="model.xmef.encoder.hidden_size is 1024 in the config, 32 in the checkpoint"):
         cfglib.validate(c)
+
+
+def test_joint_speech_text_training_reports_st_and_mt_bleu(xmef_data, subprocess_env, tmp_path):
+    """`:joint` (1 shared layer; every parameter trains): ST and MT losses fall, the text encoder and the shared
+    layers change, and the evaluation scores ST and MT (the transcripts) per direction."""
+    args = xmef_args(xmef_data, {**RUN, "train.eval_every": STEPS, "optim.lr": 5e-3}, arg="joint")
+    result = finish(start_main(args, tmp_path / "run", subprocess_env), tmp_path / "run")
+    tmp_path = tmp_path / "run"
+    for key in ("eval/bleu_de-en", "eval/bleu_en-fr", "eval/mt_bleu_de-en", "eval/mt_bleu_en-fr"):
+        assert 0 <= result[key] <= 100, key
+    logs = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines() if '"mt_loss"' in l]
+    assert len(logs) == STEPS
+    for key in ("loss", "mt_loss"):
+        assert np.mean([m[key] for m in logs[-3:]]) < np.mean([m[key] for m in logs[:3]]) - 0.05, key
+    params = params_at(tmp_path, STEPS)
+    assert set(params) == {"encoder", "adaptor", "text_encoder", "shared_layers", "decoder"}
+    pre = pretrained_params(xmef_data, load(args))
+    for part in ("text_encoder", "shared_layers", "encoder", "decoder"):
+        assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(params[part]),
+                                                            jax.tree.leaves(pre[part]))), part

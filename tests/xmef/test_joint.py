@@ -9,7 +9,8 @@ from mlst_jax.models.mbart import MBart, MBartConfig
 from mlst_jax.models.wav2vec2 import named_config
 from mlst_jax.models.xmef import XMEFConfig, count_params, paper_config
 from mlst_jax.xmef.finetune import random_init, translate
-from mlst_jax.xmef.joint import JointConfig, JointXMEF, abstract_params, joint_from_pretrained, joint_loss_fn
+from mlst_jax.models.joint import JointConfig, JointXMEF, abstract_params, joint_from_pretrained
+from mlst_jax.xmef.joint import joint_loss_fn
 
 D, V, N = 32, 40, 1600
 ENC = named_config("large_lv60", hidden_size=24, num_hidden_layers=3, num_attention_heads=2, intermediate_size=32,

@@ -101,7 +101,7 @@ class XMEFTask(Task):
         c = self.c
         xcfg = self.xmef_config()
         if self.joint_layers:
-            from mlst_jax.xmef.joint import JointConfig
+            from mlst_jax.models.joint import JointConfig
 
             try:
                 JointConfig(xcfg, self.joint_layers)
@@ -212,7 +212,7 @@ class XMEFTask(Task):
             self.c.model.xmef.decoder.vocab_size = len(vocab)  # what the run's config.json records
             cfg = self.xmef_config()
         if self.joint_layers:
-            from mlst_jax.xmef.joint import JointConfig
+            from mlst_jax.models.joint import JointConfig
 
             return JointConfig(cfg, self.joint_layers)
         return cfg
@@ -221,14 +221,14 @@ class XMEFTask(Task):
         from mlst_jax.models.xmef import XMEF
 
         if self.joint_layers:
-            from mlst_jax.xmef.joint import JointXMEF
+            from mlst_jax.models.joint import JointXMEF
 
             return JointXMEF(model_config)
         return XMEF(model_config)
 
     def abstract_params(self, model_config) -> Any:
         if self.joint_layers:
-            from mlst_jax.xmef.joint import abstract_params
+            from mlst_jax.models.joint import abstract_params
 
             return abstract_params(model_config)
         from mlst_jax.models.xmef import abstract_params

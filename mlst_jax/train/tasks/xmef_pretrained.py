@@ -173,7 +173,7 @@ def load_pretrained_parts(config, pre: Pretrained, seed: int = 0, joint_layers: 
         _, params = xmef_from_pretrained((config.encoder, enc_params), (config.decoder, mbart_params), seed=seed,
                                          **adaptor)
     if joint_layers:
-        from mlst_jax.xmef.joint import JointConfig, joint_from_pretrained
+        from mlst_jax.models.joint import JointConfig, joint_from_pretrained
 
         jcfg = JointConfig(config, joint_layers)
         return jcfg, joint_from_pretrained(jcfg, params, mbart_params)
