@@ -6,6 +6,11 @@
 #   launch/local_multiprocess.sh [--dry-run] -- --config configs/synth_tiny.py --workdir /tmp/mp \
 #       --config.data.manual_dir=/tmp/synth_corpus --config.data.data_dir=/tmp/mp/tfds
 #
+#   # XMEF (tiny, from random weights) on the synthetic corpus in the CoVoST 2 layout
+#   # (mlst data synth --out /tmp/synth --size tiny --layouts covost2); the sample budget is per process
+#   launch/local_multiprocess.sh -- --config configs/xmef_synth_tiny.py --workdir /tmp/mp_xmef \
+#       --config.data.manual_dir=/tmp/synth/covost2 --config.data.data_dir=/tmp/mp_xmef/tfds
+#
 # Everything after `--` goes to mlst_jax.main. Environment:
 #   NUM_PROCESSES (2)        processes to start
 #   DEVICES_PER_PROCESS (2)  fake CPU devices of each process (XLA_FLAGS)

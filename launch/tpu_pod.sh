@@ -7,6 +7,15 @@
 #       --config configs/mustc_multilingual_m.py --workdir /mnt/shared/runs/mustc_m \
 #       --config.data.manual_dir=/mnt/shared/MUST-C --config.data.data_dir=/mnt/shared/tfds
 #
+#   # XMEF (seed 001) from pretrained HF directories: 4 workers x 4 chips on a v4-32, a per-process budget of
+#   # 8 utterances x 15 s for each of a worker's 4 chips (4 x 1,920,000 samples)
+#   TPU_NAME=mlst-v4-32 ZONE=us-central2-b ACCELERATOR_TYPE=v4-32 launch/tpu_pod.sh -- \
+#       --config configs/xmef_covost_large.py --workdir /mnt/shared/runs/xmef \
+#       --config.init.encoder=/mnt/shared/ckpt/wav2vec2-large-lv60 \
+#       --config.init.decoder=/mnt/shared/ckpt/mbart-large-50 \
+#       --config.data.manual_dir=/mnt/shared/covost2 --config.data.data_dir=/mnt/shared/tfds \
+#       --config.data.max_frames_per_batch=7680000 --config.mesh.fsdp=8
+#
 # Everything after `--` goes to mlst_jax.main on every worker. The workdir must be one directory all workers
 # share (Orbax writes each worker's shards there), e.g. a Filestore NFS or gcsfuse mount; the data paths must
 # exist on every worker. Environment:

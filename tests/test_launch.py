@@ -11,6 +11,15 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH = ROOT / "launch"
 MAIN_ARGS = ["--config", "configs/synth_tiny.py", "--workdir", "/runs/a b", "--config.data.tgt_langs=('de','es')"]
+# XMEF on a pod (the Europarl-ST zero-shot run of docs/reproducing.md): pretrained parts, tuples, comma lists
+XMEF_ARGS = ["--config", "configs/xmef_covost_large.py", "--workdir", "/mnt/shared/runs/xmef europarl",
+             "--config.init.encoder=/mnt/shared/ckpt/wav2vec2-large-lv60",
+             "--config.init.decoder=/mnt/shared/ckpt/mbart-large-50", "--config.data.dataset=europarl_st",
+             "--config.data.manual_dir=/mnt/shared/europarl_st/v1.1", "--config.data.data_dir=/mnt/shared/tfds",
+             "--config.data.src_langs=('de','es','fr','it','pt')", "--config.data.tgt_langs=('de','es','fr','it','pt')",
+             "--config.data.directions=english-centric", "--config.data.eval_directions=m2m",
+             "--config.data.lang_codes=ca=es_XX,cy=fr_XX", "--config.finetune.trainable=lna-d",
+             "--config.data.max_frames_per_batch=7680000", "--config.mesh.fsdp=8"]
 
 
 def dry_run(script: str, *args: str, **env: str) -> subprocess.CompletedProcess:
@@ -52,6 +61,23 @@ def test_tpu_pod_dry_run():
 
     reuse = commands(dry_run("tpu_pod.sh", "--", *MAIN_ARGS, CREATE="0", SETUP="0"))
     assert len(reuse) == 1 and reuse[0][4] == "ssh"
+
+
+def test_tpu_pod_dry_run_xmef():
+    """An XMEF command line reaches every worker's `mlst_jax.main` word for word through the remote shell, and its
+    overrides name fields of the config."""
+    from mlst_jax.train.cli_train import load_config
+
+    cmds = commands(dry_run("tpu_pod.sh", "--", *XMEF_ARGS, TPU_NAME="pod", ZONE="z1", PROJECT="proj", CREATE="0",
+                            SETUP="0"))
+    assert len(cmds) == 1 and cmds[0][:9] == ["gcloud", "compute", "tpus", "tpu-vm", "ssh", "pod", "--zone=z1",
+                                              "--project=proj", "--worker=all"]
+    remote = cmds[0][9].removeprefix("--command=")
+    assert shlex.split(remote) == ["cd", "~/mlst_jax", "&&", "python3", "-m", "mlst_jax.main", "--distributed",
+                                   *XMEF_ARGS]
+    c = load_config(str(ROOT / XMEF_ARGS[1]), XMEF_ARGS[4:])
+    assert (c.model.family, c.init.decoder, c.data.src_langs, c.data.lang_codes, c.mesh.fsdp) == \
+        ("xmef", "/mnt/shared/ckpt/mbart-large-50", ("de", "es", "fr", "it", "pt"), "ca=es_XX,cy=fr_XX", 8)
 
 
 def test_slurm_dry_run():

@@ -18,8 +18,10 @@ def _synth(args) -> int:
     unknown = [s for s in layouts if s not in LAYOUTS]
     if unknown or not layouts:
         raise ValueError(f"--layouts: unknown layout(s) {unknown or args.layouts!r}; choose from {','.join(LAYOUTS)}")
+    langs = tuple(s.strip() for s in args.langs.split(",") if s.strip())
     m = synthesize_corpus(args.out, args.size, args.seed, layouts, noise_snr_db=args.noise_snr, workers=args.workers,
-                          progress=not args.quiet, overwrite=args.overwrite, lexicon=args.lexicon)
+                          progress=not args.quiet, overwrite=args.overwrite, lexicon=args.lexicon, langs=langs,
+                          max_words=args.max_words)
     for layout, e in m["layouts"].items():
         per_split = ", ".join(f"{k} {v}" for k, v in next(iter(e["directions"].values())).items())
         print(f"{layout}: {len(e['directions'])} directions, {e['utterances']} recorded utterances "
@@ -102,7 +104,7 @@ def add_data_commands(subparsers) -> None:
     Each subcommand sets ``func`` to a function of the parsed args returning an exit status; they raise
     ``ValueError`` for bad input.
     """
-    from mlst_jax.data.synthetic.grammar import lexicon_subsets
+    from mlst_jax.data.synthetic.grammar import LANGS, lexicon_subsets
 
     data = subparsers.add_parser("data", help="synthetic corpora, TFDS preparation and target vocabularies")
     sub = data.add_subparsers(dest="data_command", required=True)
@@ -116,6 +118,9 @@ def add_data_commands(subparsers) -> None:
                    help="the words sentences draw on: full (default), or demo (26 nouns, 10 adjectives, 16 verbs, "
                         "numbers up to 12; the corpus of `make demo`)")
     p.add_argument("--layouts", default="mustc", help=f"comma-separated subset of {','.join(LAYOUTS)}")
+    p.add_argument("--langs", default=",".join(LANGS), help="comma-separated languages to write (English and at "
+                                                            "least one other; default: all 9)")
+    p.add_argument("--max-words", type=int, default=None, help="only sentences of at most this many English words")
     p.add_argument("--noise-snr", type=float, default=None, help="add white/pink noise at this SNR in dB")
     p.add_argument("--workers", type=int, default=None, help="synthesis processes (default: CPU count)")
     p.add_argument("--overwrite", action="store_true", help="replace existing layout folders")

@@ -10,15 +10,20 @@ fairseq's multilingual speech-to-text recipe, made static-shape for XLA:
 * **Metadata.** Every source (TFDS ``as_data_source`` or any sequence of example dicts holding
   ``tgt_text``, ``tgt_lang`` and ``audio`` int16 16 kHz or ``fbank`` float16 [frames, 80]) is scanned once
   for feature steps and target token counts (:func:`scan_source`; pass the results as ``metadata=`` to skip
-  the scan, e.g. cached with :meth:`SourceMeta.save`).
-* **Feature steps**: fbank frames, or samples for waveform features. With ``features="fbank"`` audio
-  lengths count Kaldi frames (25 ms window, 10 ms shift); with ``features="waveform"`` (audio sources only)
-  they count 16 kHz samples, and so do ``max_frames``, ``min_frames``, ``frame_buckets`` and
-  ``max_frames_per_batch``. :class:`SourceMeta` records which unit it counts.
+  the scan, e.g. cached with :meth:`SourceMeta.save`). With ``features="text"`` (text-to-text models:
+  mBART denoising and MT) only ``src_text``, ``src_lang``, ``tgt_text`` and ``tgt_lang`` are read (an
+  ``audio``/``fbank`` field is not read; text-only sources: :mod:`mlst_jax.data.text_sources`).
+* **Feature steps**: fbank frames, or samples for waveform features, or source tokens for text features.
+  With ``features="fbank"`` audio lengths count Kaldi frames (25 ms window, 10 ms shift); with
+  ``features="waveform"`` (audio sources only) they count 16 kHz samples; with ``features="text"`` they count
+  ``len(vocab.encode(src_text, src_lang))`` (source tag and ``</s>`` included); ``max_frames``,
+  ``min_frames``, ``frame_buckets`` and ``max_frames_per_batch`` count the same unit. :class:`SourceMeta`
+  records which unit it counts.
 * **Filtering** (training only, as fairseq's data prep): more than ``max_frames`` or fewer than
   ``min_frames`` feature steps, empty targets, targets longer than ``max_tokens``; with ``source_tokens``,
-  empty transcripts and transcripts longer than ``source_tokens`` tokens. Every drop is counted per
-  stream and reason in ``pipeline.stats`` and logged.
+  empty transcripts and transcripts longer than ``source_tokens`` tokens; with text features, empty sources
+  (``empty_source``: only the tag and ``</s>``). Every drop is counted per stream and reason in
+  ``pipeline.stats`` and logged.
 * **Temperature sampling.** Each epoch draws ``round(p_l * N)`` examples of stream ``l``, ``p_l ∝
   n_l^(1/T)`` (fairseq's ``ResamplingDataset`` sizes): without replacement when a stream shrinks, as
   whole copies plus a draw without replacement for the remainder when it grows. Draws are made per
@@ -37,15 +42,21 @@ fairseq's multilingual speech-to-text recipe, made static-shape for XLA:
   per frame bucket). Then utterance CMVN (default) or global CMVN, then SpecAugment on training batches
   (fairseq's transform order). Waveform features are the samples / 32768; ``cmvn="utterance"`` is HF
   ``Wav2Vec2FeatureExtractor``'s ``do_normalize`` over each utterance's samples (``(w - mean) / sqrt(var +
-  1e-7)``), None leaves them as they are; no global CMVN or SpecAugment.
+  1e-7)``), None leaves them as they are; no global CMVN or SpecAugment. Text features have no CMVN,
+  SpecAugment, CTC labels or ``source_tokens`` (the source tokens are the input).
+* **Denoising.** Training text batches of the streams in ``noise_streams`` get mBART's span masking of the
+  source pieces (between the tag and ``</s>``, which are kept): spans of Poisson(``noise_span``) pieces (at
+  least 1) at random starts until ``noise_ratio`` of the pieces (rounded) are covered, each run of covered
+  pieces replaced by one ``mask_id``; ``feature_lengths`` counts the noised source. Evaluation batches are
+  never noised.
 * **Multi-host.** All processes build the same global plan (same shapes at every step); process ``s`` of
   ``shard_count`` reads rows ``[s·b, (s+1)·b)`` of every global group, so processes see disjoint examples.
   ``max_frames_per_batch`` bounds each process's batch. Batches do not depend on how the global batch is split
-  over processes (see *Checkpointing* for SpecAugment).
+  over processes (see *Checkpointing* for SpecAugment and denoising).
 * **Checkpointing.** The plan is a grain ``MapDataset`` over batch indices, so the iterator's state is
-  grain's own (``get_state``/``set_state``); SpecAugment draws from a generator seeded by (seed, batch
-  index, row of the global batch), so a restored iterator yields the same batches, whatever the number of
-  processes. ``worker_count > 0`` adds grain worker processes (``mp_prefetch``).
+  grain's own (``get_state``/``set_state``); SpecAugment and denoising draw from generators seeded by (seed,
+  batch index, row of the global batch), so a restored iterator yields the same batches, whatever the number
+  of processes. ``worker_count > 0`` adds grain worker processes (``mp_prefetch``).
 
 Batch dict: ``features`` float32 [..., T, 80] (fbank) or [..., N] (waveform), zero past each length,
 ``feature_lengths`` int32 (feature steps), ``decoder_input`` int32 ``[</s>, tag, tokens...]`` padded with
@@ -59,6 +70,10 @@ ctc_max_chars] with ``ctc_label_paddings`` float32 (1 past the transcript; all 1
 </s>]``, mBART's source layout) padded with ``<pad>`` (padding rows all ``<pad>``); evaluation keeps every
 example and cuts a longer transcript to its first ``source_tokens - 1`` tokens plus ``</s>`` (counted in
 ``stats.src_truncated``).
+
+Text batches (``features="text"``) have no ``features``: ``src_tokens`` int32 [..., T] (T the frame bucket)
+holds ``vocab.encode(src_text, src_lang)`` (noised on ``noise_streams``) padded with ``<pad>`` (padding rows
+all ``<pad>``), ``feature_lengths`` its token counts; the other keys are as above.
 """
 from __future__ import annotations
 
@@ -86,7 +101,7 @@ from mlst_jax.data.source_meta import (
     _text,
     scan_source,
 )
-from mlst_jax.data.vocab import EOS_ID, PAD_ID
+from mlst_jax.data.vocab import EOS_ID, PAD_ID, UNK_ID
 
 __all__ = [
     "PipelineConfig", "SourceMeta", "PipelineStats", "BatchShape", "Pipeline", "scan_source", "language_probs",
@@ -111,12 +126,15 @@ class PipelineConfig:
     ``langs`` orders the streams (ids in batches); empty means the sorted source keys. ``targets`` gives the
     target language of each stream of ``langs`` (empty: the stream names are target languages).
     ``temperature`` is 1 for proportional sampling, larger flattens, ``inf`` is uniform. ``n_groups``
-    (stratified batches) defaults to the number of streams. ``features`` is ``"fbank"`` or ``"waveform"``
-    (raw 16 kHz samples of audio sources, for wav2vec 2.0 encoders); ``max_frames``, ``min_frames``,
-    ``frame_buckets`` and ``max_frames_per_batch`` count feature steps: fbank frames, or samples for waveform
-    features. ``specaugment`` is a fairseq policy name or None (None for waveform features); ``cmvn`` is
+    (stratified batches) defaults to the number of streams. ``features`` is ``"fbank"``, ``"waveform"`` (raw
+    16 kHz samples of audio sources, for wav2vec 2.0 encoders) or ``"text"`` (source tokens as the input, for
+    text-to-text models); ``max_frames``, ``min_frames``, ``frame_buckets`` and ``max_frames_per_batch`` count
+    feature steps: fbank frames, or samples for waveform features, or source tokens for text features.
+    ``specaugment`` is a fairseq policy name or None (None for waveform and text features); ``cmvn`` is
     ``"utterance"``, ``"global"`` (statistics from ``global_cmvn_path``, a ``GlobalCMVN`` .npz; fbank only)
-    or None. ``source_tokens > 0``: batches carry the transcript as ``src_tokens`` of that length.
+    or None (None for text features). ``source_tokens > 0``: batches carry the transcript as ``src_tokens`` of
+    that length (speech features only). ``noise_streams``: streams whose training text batches get span
+    masking (``noise_ratio`` of the pieces, Poisson(``noise_span``) span lengths, ``mask_id``).
     ``num_epochs`` None repeats forever. ``on_bad_example``: ``"skip"`` turns an example that fails to load
     into a padding row (counted in ``stats.load_errors``), ``"raise"`` raises. ``worker_count`` grain
     worker processes (0: in-process), ``read_threads``/``prefetch`` grain's per-process reading threads and
@@ -147,6 +165,10 @@ class PipelineConfig:
     features: str = "fbank"
     targets: tuple[str, ...] = ()
     source_tokens: int = 0
+    noise_streams: tuple[str, ...] = ()
+    noise_ratio: float = 0.35
+    noise_span: float = 2.0
+    mask_id: int = UNK_ID
 
     def __post_init__(self):
         if list(self.frame_buckets) != sorted(set(self.frame_buckets)) or not self.frame_buckets:
@@ -162,7 +184,18 @@ class PipelineConfig:
         if self.cmvn not in ("utterance", "global", None):
             raise ValueError(f"cmvn must be 'utterance', 'global' or None, got {self.cmvn!r}")
         if self.features not in FEATURES:
-            raise ValueError(f"features must be 'fbank' or 'waveform', got {self.features!r}")
+            raise ValueError(f"features must be 'fbank', 'waveform' or 'text', got {self.features!r}")
+        if self.features == "text":
+            speech_only = dict(specaugment=None, cmvn=None, source_tokens=0, ctc_max_chars=0)
+            for name, off in speech_only.items():
+                if getattr(self, name) != off:
+                    raise ValueError(f"{name}={getattr(self, name)!r} does not apply to features='text' (the source "
+                                     f"tokens are the batch's input): set {name}={off!r}")
+        elif self.noise_streams:
+            raise ValueError(f"noise_streams={self.noise_streams} masks source tokens: it needs features='text'")
+        if not 0 <= self.noise_ratio <= 1 or not self.noise_span > 0 or self.mask_id < 0:
+            raise ValueError(f"noise_ratio must be in [0, 1] (got {self.noise_ratio}), noise_span > 0 (got "
+                             f"{self.noise_span}) and mask_id >= 0 (got {self.mask_id})")
         if self.features == "waveform" and self.specaugment is not None:
             raise ValueError(f"specaugment={self.specaugment!r} masks fbank features; features='waveform' needs "
                              "specaugment=None")
@@ -183,8 +216,8 @@ class PipelineConfig:
 
 
 class BatchShape(NamedTuple):
-    """Shapes of a batch's ``features`` ([..., T, 80], or [..., N] for waveform features) and of its
-    ``decoder_input``/``target``/``loss_weights``."""
+    """Shapes of a batch's ``features`` ([..., T, 80], or [..., N] for waveform features; ``src_tokens`` [..., T]
+    for text features) and of its ``decoder_input``/``target``/``loss_weights``."""
 
     features: tuple[int, ...]
     tokens: tuple[int, ...]
@@ -254,8 +287,8 @@ def _rows(cfg: PipelineConfig, frames: int, n_groups: int, num_devices: int) -> 
     rows = cfg.max_frames_per_batch // frames // multiple * multiple
     if rows == 0:
         what = f"{n_groups} language groups x {num_devices} devices" if cfg.stratify else f"{num_devices} devices"
-        unit = STEP_UNITS[cfg.features]
-        raise ValueError(f"max_frames_per_batch={cfg.max_frames_per_batch} cannot hold one utterance of {frames} "
+        unit, item = STEP_UNITS[cfg.features], "sentence" if cfg.features == "text" else "utterance"
+        raise ValueError(f"max_frames_per_batch={cfg.max_frames_per_batch} cannot hold one {item} of {frames} "
                          f"{unit} for each of {what} ({multiple} rows, at least {frames * multiple} {unit}); the "
                          f"budget is per process: raise it with the process's batch devices, or lower max_frames")
     return rows
@@ -279,7 +312,7 @@ def _shape(cfg: PipelineConfig, frames: int, tokens: int, n_groups: int, num_dev
 
 
 def _batch_shape(cfg: PipelineConfig, lead: tuple[int, ...], frames: int, tokens: int) -> BatchShape:
-    features = (*lead, frames) if cfg.features == "waveform" else (*lead, frames, NUM_MEL_BINS)
+    features = (*lead, frames) if cfg.features in ("waveform", "text") else (*lead, frames, NUM_MEL_BINS)
     return BatchShape(features, (*lead, tokens))
 
 
@@ -314,6 +347,20 @@ def _draw(ids: np.ndarray, m: int, rng: np.random.Generator, shuffle: bool) -> n
 
 def _pad(rows: np.ndarray, size: int) -> np.ndarray:
     return np.concatenate([rows, np.full(size - len(rows), -1, rows.dtype)])
+
+
+def _span_mask(ids: np.ndarray, rng: np.random.Generator, ratio: float, span: float, mask_id: int) -> np.ndarray:
+    """mBART's span masking of ``[tag, pieces..., </s>]``: spans of Poisson(``span``) pieces (at least 1, the
+    last one cut to fit) from random unmasked starts until ``floor(ratio * pieces + 0.5)`` pieces are covered;
+    every run of covered pieces becomes one ``mask_id``."""
+    pieces = ids[1:-1]
+    covered = np.zeros(len(pieces), bool)
+    goal = int(math.floor(ratio * len(pieces) + 0.5))
+    while (left := goal - int(covered.sum())) > 0:
+        start = int(rng.choice(np.flatnonzero(~covered)))
+        covered[start : start + min(max(1, int(rng.poisson(span))), left)] = True
+    first = covered & ~np.concatenate([[False], covered[:-1]])
+    return np.concatenate([ids[:1], np.where(first, mask_id, pieces)[~covered | first], ids[-1:]])
 
 
 class _TrainPlan:
@@ -408,13 +455,15 @@ class _BatchLoader:
                  shard_index: int, stats: PipelineStats, targets: Sequence[str] | None = None):
         self.sources, self.kinds, self.vocab, self.langs = sources, kinds, vocab, langs
         self.targets = list(targets or langs)
-        self.waveform = cfg.features == "waveform"
+        self.waveform, self.text = cfg.features == "waveform", cfg.features == "text"
         self.cmvn = cfg.cmvn
         self.global_cmvn = GlobalCMVN.load(cfg.global_cmvn_path) if cfg.cmvn == "global" else None
         self.specaugment = get_policy(cfg.specaugment) if train else None
         self.seed, self.shard_index, self.on_bad = cfg.seed, shard_index, cfg.on_bad_example
         self.stats = stats
         self.train, self.ctc_max_chars, self.source_tokens = train, cfg.ctc_max_chars, cfg.source_tokens
+        self.noise = {i for i, l in enumerate(langs) if l in cfg.noise_streams} if train and self.text else set()
+        self.noise_ratio, self.noise_span, self.mask_id = cfg.noise_ratio, cfg.noise_span, cfg.mask_id
 
     def __call__(self, spec: dict) -> dict[str, np.ndarray]:
         shape, refs = spec["shape"], spec.get("references")
@@ -422,7 +471,7 @@ class _BatchLoader:
         t = shape.features[len(lead)]
         slot, example, lang = spec["slot"].reshape(-1), spec["example"].reshape(-1), spec["lang"].reshape(-1)
         r = slot.size
-        feats = np.zeros((r, *shape.features[len(lead):]), np.float32)
+        feats = None if self.text else np.zeros((r, *shape.features[len(lead):]), np.float32)
         lengths, samples = np.zeros(r, np.int32), np.zeros(r, np.int32)
         waves = None
         n_tgt = 1 if refs is None else len(refs)
@@ -431,7 +480,7 @@ class _BatchLoader:
         valid = np.zeros(r, np.int32)
         n_ctc = self.ctc_max_chars if self.train else 0
         ctc_labels, ctc_pad = np.zeros((r, n_ctc), np.int32), np.ones((r, n_ctc), np.float32)
-        n_src = self.source_tokens
+        n_src = t if self.text else self.source_tokens
         src_tokens = np.full((r, n_src), PAD_ID, np.int32)
         for s in np.unique(slot[slot >= 0]):
             rows = np.flatnonzero(slot == s)
@@ -443,8 +492,13 @@ class _BatchLoader:
                             raise ValueError(f"target of {len(ids[0])} tokens exceeds the batch's {u}")
                     else:
                         ids = [refs[k][row] for k in range(n_tgt)]
-                    src = self._source(ex, lang[row]) if n_src else []
-                    if self.waveform:
+                    src = self._source(ex, lang[row]) if self.source_tokens else []
+                    if self.text:
+                        src = _source_ids(self.vocab, ex)
+                        if len(src) > t:
+                            raise ValueError(f"source of {len(src)} tokens exceeds the batch's {t}")
+                        lengths[row] = len(src)
+                    elif self.waveform:
                         pcm = np.asarray(ex["audio"])[:t]
                         if not len(pcm):
                             raise ValueError("no samples")
@@ -483,15 +537,22 @@ class _BatchLoader:
                 w[: len(chunk)], n[: len(chunk)] = waves[chunk], samples[chunk]
                 feats[chunk] = _fbank_cpu(w, n)[: len(chunk)]
         lengths *= valid
-        feats = self._normalize(feats, lengths)
+        if not self.text:
+            feats = self._normalize(feats, lengths)
         if self.specaugment is not None:
             for row in np.flatnonzero(valid):  # one generator per global row: independent of the process count
                 rng = np.random.default_rng([self.seed, 1, spec["index"], int(spec["row"][row])])
                 feats[row] = self.specaugment(feats[row], rng, lengths[row])
+        for row in np.flatnonzero(valid & np.isin(lang, sorted(self.noise))):  # per global row, as SpecAugment
+            rng = np.random.default_rng([self.seed, 2, spec["index"], int(spec["row"][row])])
+            noised = _span_mask(src_tokens[row, : lengths[row]], rng, self.noise_ratio, self.noise_span, self.mask_id)
+            src_tokens[row], lengths[row] = PAD_ID, len(noised)
+            src_tokens[row, : len(noised)] = noised
         tokens = (*lead, u) if refs is None else (n_tgt, *lead, u)
-        out = dict(features=feats.reshape(*lead, *feats.shape[1:]), feature_lengths=lengths.reshape(lead),
-                   decoder_input=dec.reshape(tokens), target=tgt.reshape(tokens), loss_weights=weights.reshape(tokens),
-                   valid=valid.reshape(lead), index=np.where(valid == 1, example, -1).astype(np.int32).reshape(lead))
+        out = {} if self.text else dict(features=feats.reshape(*lead, *feats.shape[1:]))
+        out.update(feature_lengths=lengths.reshape(lead), decoder_input=dec.reshape(tokens),
+                   target=tgt.reshape(tokens), loss_weights=weights.reshape(tokens), valid=valid.reshape(lead),
+                   index=np.where(valid == 1, example, -1).astype(np.int32).reshape(lead))
         if n_ctc:
             out.update(ctc_labels=ctc_labels.reshape(*lead, n_ctc), ctc_label_paddings=ctc_pad.reshape(*lead, n_ctc))
         if n_src:
@@ -680,6 +741,9 @@ def make_train_pipeline(
         raise ValueError(f"no source for language(s) {missing}; sources: {sorted(sources)}")
     for target in targets:
         vocab.lang_id(target)
+    unknown = [s for s in cfg.noise_streams if s not in langs]
+    if unknown:
+        raise ValueError(f"noise_streams {unknown} are not streams of this pipeline: {langs}")
     metadata = _metadata(sources, vocab, langs, targets, metadata, cfg)
     n_groups = _n_groups(cfg, langs)
 
@@ -687,7 +751,8 @@ def make_train_pipeline(
     kept_ids, bucket_of = {}, {}
     for lang in langs:
         meta = metadata[lang]
-        reasons = {
+        reasons = {"empty_source": meta.n_frames <= 2} if cfg.features == "text" else {}
+        reasons |= {
             "too_long": meta.n_frames > cfg.max_frames,
             "too_short": meta.n_frames < max(cfg.min_frames, 1),
             "empty_target": meta.n_tokens <= 2,
@@ -754,10 +819,10 @@ def make_eval_pipeline(
     Examples are sorted by length (longest first) and padded to frame/token buckets (past the last bucket:
     rounded up to a multiple of the first); rows that only fill the last batch have ``valid`` 0. Nothing is
     filtered except utterances shorter than one frame (one sample for waveform features; counted as
-    ``too_short``). No SpecAugment. ``lang`` is the target language of every example (None: each example's
-    ``tgt_lang``). Language ids index the target languages of ``cfg.targets`` (first appearance order) when
-    given, else ``cfg.langs`` when given, else the sorted target languages found. Process ``shard_index``
-    gets rows ``[s·batch_size, (s+1)·batch_size)`` of each global batch.
+    ``too_short``). No SpecAugment, no denoising noise. ``lang`` is the target language of every example
+    (None: each example's ``tgt_lang``). Language ids index the target languages of ``cfg.targets`` (first
+    appearance order) when given, else ``cfg.langs`` when given, else the sorted target languages found.
+    Process ``shard_index`` gets rows ``[s·batch_size, (s+1)·batch_size)`` of each global batch.
     """
     _check_shard(shard_index, shard_count)
     name = f"eval source ({lang})" if lang else "eval source"

@@ -1,8 +1,10 @@
 """Per-source metadata for the input pipeline: every example's feature steps and token counts, scanned once.
 
-Feature steps are fbank frames (``features="fbank"``; audio counts Kaldi frames, 25 ms window, 10 ms shift)
-or 16 kHz samples (``features="waveform"``, audio sources only). :class:`SourceMeta` records which it counts,
-so that metadata scanned for one cannot be used for the other (:mod:`mlst_jax.data.pipeline` checks it).
+Feature steps are fbank frames (``features="fbank"``; audio counts Kaldi frames, 25 ms window, 10 ms shift),
+16 kHz samples (``features="waveform"``, audio sources only) or source tokens (``features="text"``:
+``len(vocab.encode(src_text, src_lang))``; audio and fbank fields are not read). :class:`SourceMeta` records
+which it counts, so that metadata scanned for one cannot be used for another (:mod:`mlst_jax.data.pipeline`
+checks it).
 """
 from __future__ import annotations
 
@@ -15,16 +17,17 @@ from mlst_jax.audio.fbank import num_frames
 
 __all__ = ["SourceMeta", "scan_source", "FEATURES", "STEP_UNITS"]
 
-FEATURES = ("fbank", "waveform")
-STEP_UNITS = {"fbank": "frames", "waveform": "samples"}
+FEATURES = ("fbank", "waveform", "text")
+STEP_UNITS = {"fbank": "frames", "waveform": "samples", "text": "source tokens"}
 
 
 @dataclasses.dataclass
 class SourceMeta:
-    """Per-example lengths of one source: ``kind`` (``audio``/``fbank``), feature steps ``n_frames`` (fbank
-    frames, or samples when ``features`` is ``"waveform"``), target token counts (``len(vocab.encode(text,
-    lang))``, tag and ``</s>`` included), target languages and, when scanned for them, source token counts
-    ``n_src_tokens`` (``len(vocab.encode(src_text, src_lang))``)."""
+    """Per-example lengths of one source: ``kind`` (``audio``/``fbank``, ``text`` for text scans), feature steps
+    ``n_frames`` (fbank frames, samples when ``features`` is ``"waveform"``, source tokens when it is
+    ``"text"``), target token counts (``len(vocab.encode(text, lang))``, tag and ``</s>`` included), target
+    languages and, when scanned for them, source token counts ``n_src_tokens`` (``len(vocab.encode(src_text,
+    src_lang))``)."""
 
     kind: str
     n_frames: np.ndarray
@@ -106,12 +109,15 @@ def scan_source(source, vocab, lang: str | None = None, chunk: int = 256, *, fea
       vocab: target :class:`~mlst_jax.data.vocab.Vocab`.
       lang: target language of every example; None reads each example's ``tgt_lang``.
       chunk: examples per read.
-      features: ``"fbank"`` counts fbank frames, ``"waveform"`` audio samples (as
-        :class:`~mlst_jax.data.pipeline.PipelineConfig`).
+      features: ``"fbank"`` counts fbank frames, ``"waveform"`` audio samples, ``"text"`` source tokens
+        (``n_src_tokens`` too; examples need only their texts and languages), as
+        :class:`~mlst_jax.data.pipeline.PipelineConfig`.
       source_tokens: also count the transcript's source tokens (``n_src_tokens``).
     """
     if features not in FEATURES:
-        raise ValueError(f"features must be 'fbank' or 'waveform', got {features!r}")
+        raise ValueError(f"features must be 'fbank', 'waveform' or 'text', got {features!r}")
+    if features == "text":
+        return _scan_text(source, vocab, lang, chunk)
     n = len(source)
     frames, tokens, langs, kind = np.zeros(n, np.int32), np.zeros(n, np.int32), [], None
     src_tokens = np.zeros(n, np.int32) if source_tokens else None
@@ -123,3 +129,15 @@ def scan_source(source, vocab, lang: str | None = None, chunk: int = 256, *, fea
         if source_tokens:
             src_tokens[i] = len(_source_ids(vocab, ex))
     return SourceMeta(kind or "audio", frames, tokens, np.array(langs, dtype=str).reshape(n), features, src_tokens)
+
+
+def _scan_text(source, vocab, lang: str | None, chunk: int) -> SourceMeta:
+    n = len(source)
+    src_tokens, tokens, langs = np.zeros(n, np.int32), np.zeros(n, np.int32), []
+    for start in range(0, n, chunk):
+        for i, ex in zip(range(start, min(n, start + chunk)), _read(source, range(start, min(n, start + chunk)))):
+            src_tokens[i] = len(_source_ids(vocab, ex))
+            l = lang or _text(ex["tgt_lang"])
+            tokens[i] = len(vocab.encode(_text(ex["tgt_text"]), l))
+            langs.append(l)
+    return SourceMeta("text", src_tokens, tokens, np.array(langs, dtype=str).reshape(n), "text", src_tokens.copy())

@@ -17,7 +17,6 @@ MUSTC_LANGS = ("de", "es", "fr", "it", "nl", "pt", "ro", "ru")
 KNOWN_LANGS = frozenset(MUSTC_LANGS + ("en", "ca", "fa", "et", "mn", "tr", "ar", "sv", "lv", "sl", "ta", "ja", "id",
                                        "cy", "zh", "pl", "cs", "el", "hu", "fi", "sk", "bg", "lt", "mt", "hr", "da",
                                        "ko", "vi", "uk", "he", "hi"))
-FAMILIES = ("s2t", "xmef")
 
 
 def _s2t_model() -> ml_collections.ConfigDict:
@@ -50,6 +49,8 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.model = ml_collections.ConfigDict()
     c.model.family = "s2t"  # s2t (S2T Transformer on fbank) | xmef (wav2vec 2.0 + adaptor + mBART on waveforms)
+    # | wav2vec2_ctc, mbart (model.xmef's encoder for ASR with CTC, its mBART on text: the XMEF miniature's
+    # pretraining stages)
     c.model.dtype = "float32"  # compute dtype (float32 | bfloat16); parameters, gradients, Adam stay float32
     c.model.remat = False  # recompute every layer's activations in the backward pass (less memory, more compute)
     c.model.s2t = _s2t_model()  # model.family = s2t
@@ -86,6 +87,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.global_cmvn_path = ""  # data.cmvn = global: a GlobalCMVN .npz
     c.data.ctc_max_chars = 256  # with optim.ctc_weight > 0: longer transcripts get no CTC loss
     c.data.source_tokens = 64  # joint XMEF: longest transcript (MT source) in tokens; longer ones are dropped
+    c.data.bitext = ""  # mbart: a folder of extra parallel text, <src>-<tgt>.tsv (source TAB target per line)
+    c.data.denoise_langs = ()  # mbart: languages with a denoising stream (their source texts, span-masked)
 
     c.optim = ml_collections.ConfigDict()
     c.optim.optimizer = "adam"  # adam | adamw (the same: fairseq's Adam decays weights decoupled)
@@ -140,13 +143,6 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.batch_size = 0  # rows per eval batch (0: max_frames_per_batch // max_frames)
     c.eval.max_examples = 0  # per stream (0: all)
     return c
-
-
-def family(c: ml_collections.ConfigDict) -> str:
-    """`model.family`, checked."""
-    if c.model.family not in FAMILIES:
-        raise ValueError(f"model.family={c.model.family!r} is not one of {', '.join(FAMILIES)}")
-    return c.model.family
 
 
 def resolve_mesh(c: ml_collections.ConfigDict, device_count: int) -> tuple[int, int, int]:

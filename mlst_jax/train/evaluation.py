@@ -33,19 +33,19 @@ class Evaluator:
     def __init__(self, c, task: Task, vocab, model_cfg, split: str, mesh, param_shardings=None, plan=None):
         self.c, self.task, self.vocab, self.model_cfg = c, task, vocab, model_cfg
         self.streams = task.eval_streams(split)
-        self.sources = inputs.data_sources(c, self.streams, split)
+        self.sources = task.sources(split, self.streams)
         self.plan = None if plan is None or plan.is_shared else plan  # language views for language-specific params
         self.param_shardings = param_shardings
         n_dev = mesh.shape["data"] * mesh.shape["fsdp"]
         self.batch_size = task.eval_batch_size(n_dev // jax.process_count() or 1)
-        self.meta = inputs.source_metadata(c, task, self.streams, split, self.sources, vocab)
+        self.meta = task.metadata(split, self.streams, self.sources, vocab)
         self.sharding = shd.batch_sharding(mesh, 1)
         self.keys = tuple(k for k in task.train_keys(True) if k not in ("group_lang",) and not k.startswith("ctc"))
         self.mt = "src_tokens" in self.keys  # a joint speech-text model: MT BLEU from the transcripts too
         self.eval_step = None
         if param_shardings is not None:
             self.eval_step = make_eval_step(task.model(model_cfg), mesh=mesh, param_shardings=param_shardings,
-                                            batch_shardings=self.sharding)
+                                            batch_shardings=self.sharding, sums_fn=task.step_options().get("sums_fn"))
 
     def __call__(self, params, with_loss: bool = True, write_to: Path | None = None) -> dict[str, Any]:
         """`{"nll_<stream>", "nll", "bleu_<stream>", "bleu_avg"}` of `params` (a joint speech-text model adds
@@ -56,7 +56,9 @@ class Evaluator:
         e, limit = self.c.eval, self.c.eval.max_examples
         beam = dict(beam_size=e.beam, length_penalty=e.lenpen, max_len_a=e.max_len_a, max_len_b=e.max_len_b)
         out, pairs, mt_pairs, total = {}, {}, {}, np.zeros(2)
-        translator = None if self.plan is not None else self.task.translator(self.model_cfg, host, self.vocab)
+        decode = self.task.decodes
+        translator = None if self.plan is not None or not decode else \
+            self.task.translator(self.model_cfg, host, self.vocab)
         for stream in self.streams:
             src = self.sources[stream.name]
             stream_params = params
@@ -74,7 +76,7 @@ class Evaluator:
                     m = jax.device_get(self.eval_step(stream_params, put(batch, self.sharding, self.keys)))
                     sums += (m["nll_sum"], m["ntokens"])
                 rows = np.flatnonzero(batch["valid"])
-                if limit and len(hyps) >= limit:
+                if not decode or limit and len(hyps) >= limit:
                     if with_loss:
                         continue
                     break  # nothing more to score
@@ -88,7 +90,8 @@ class Evaluator:
                         if rows.size else []
                     mt_hyps += [self.vocab.decode(h) for _, h in self._gather(batch["index"][rows], ids)]
             pipe.close()
-            pairs[stream] = (hyps, refs)
+            if decode:
+                pairs[stream] = (hyps, refs)
             if self.mt:
                 mt_pairs[stream] = (mt_hyps, refs)
             if with_loss:

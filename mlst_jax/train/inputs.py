@@ -61,14 +61,6 @@ def builder_config(c, stream: Stream) -> str:
     return _PAIR[dataset].format(s=s, t=t) + (".fbank" if c.data.features == "fbank" else "")
 
 
-def corpus_root(c) -> Path:
-    """The MuST-C-layout root of the config's corpus (where multi-way aligned sets come from)."""
-    dataset, manual = dataset_and_root(c)
-    if dataset != "mustc":
-        raise ValueError(f"data.dataset={c.data.dataset!r}: multi-way aligned sets need the MuST-C layout")
-    return manual
-
-
 def data_sources(c, streams: Sequence[Stream], split: str) -> dict[str, Any]:
     """`{stream name: data source}` of corpus split `split`, building the TFDS ArrayRecords into `data.data_dir`
     first when they are missing."""
@@ -138,7 +130,7 @@ def train_pipeline(c, task, sources: dict[str, Any], vocab, n_batch_devices: int
     return pl.make_train_pipeline(sources, vocab, task.pipeline_config(train=True),
                                   shard_index=jax.process_index(), shard_count=jax.process_count(),
                                   num_devices=local_batch_devices(n_batch_devices),
-                                  metadata=source_metadata(c, task, streams, c.data.train_split, sources, vocab))
+                                  metadata=task.metadata(c.data.train_split, streams, sources, vocab))
 
 
 def multiway_batches(c, task, names: Sequence[str], split: str, vocab, batch_size: int,

@@ -29,13 +29,14 @@ MODEL_INPUTS = ("features", "feature_lengths", "src_tokens", "decoder_input")
 
 def model_inputs(example_batch_shapes: Mapping[str, Any]) -> list[jax.Array]:
     """Single-example stand-ins for the model inputs of a batch (any leading dims, full-length features)."""
-    rows = len(example_batch_shapes["feature_lengths"].shape)
+    rows = len(example_batch_shapes["feature_lengths" if "feature_lengths" in example_batch_shapes else "valid"].shape)
 
     def one(name):
         x = example_batch_shapes[name]
         return jnp.zeros((1,) + tuple(x.shape[rows:]), x.dtype)
     out = {k: one(k) for k in MODEL_INPUTS if k in example_batch_shapes}
-    out["feature_lengths"] = jnp.full((1,), out["features"].shape[1], jnp.int32)
+    if "feature_lengths" in out:
+        out["feature_lengths"] = jnp.full((1,), out["features"].shape[1], jnp.int32)
     return [out[k] for k in MODEL_INPUTS if k in out]
 
 

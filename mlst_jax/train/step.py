@@ -80,7 +80,7 @@ def _loss_sums(model, params, batch: Batch, label_smoothing: float, rng: jax.Arr
     else:
         batch = flatten_batch({k: v for k, v in batch.items() if k != "group_lang"})
         out = _forward(model, params, _inputs(batch), rng, with_ctc)
-    joint = "src_tokens" in batch
+    joint = "src_tokens" in batch and "features" in batch  # speech and its transcript: two outputs
     logits = out[0] if with_ctc or joint else out
     valid = batch.get("valid")
     valid = jnp.ones(batch["target"].shape[:1], jnp.float32) if valid is None else valid.astype(jnp.float32)
@@ -95,10 +95,10 @@ def _loss_sums(model, params, batch: Batch, label_smoothing: float, rng: jax.Arr
     return sums
 
 
-def make_train_step(model, tx: optax.GradientTransformation, *, label_smoothing: float, mesh: Mesh,
-                    state_shardings: TrainState, batch_shardings: Any, donate: bool = True,
+def make_train_step(model, tx: optax.GradientTransformation, *, mesh: Mesh, state_shardings: TrainState,
+                    batch_shardings: Any, label_smoothing: float = 0.0, donate: bool = True,
                     compiler_options: Mapping[str, Any] | None = None, plan=None, ctc_weight: float = 0.0,
-                    mt_weight: float = 0.0) -> Callable[[TrainState, Batch], Any]:
+                    mt_weight: float = 0.0, sums_fn: Callable = None) -> Callable[[TrainState, Batch], Any]:
     """Jitted `(state, batch) -> (state, metrics)` with explicit in/out shardings; donates `state` if `donate`.
 
     The loss is the label-smoothed cross-entropy summed over target tokens and divided by the number of
@@ -114,12 +114,15 @@ def make_train_step(model, tx: optax.GradientTransformation, *, label_smoothing:
     the state's parameters are laid out for (None: plain parameters). `ctc_weight > 0`: the auxiliary CTC
     loss per transcript character is added with this weight (metric `ctc`). A joint speech-text model (batches
     with `src_tokens`) adds `mt_weight` times the MT loss on the same targets (metrics `mt_loss`, `mt_nll`).
+    `sums_fn`: a model family's own sums, with `_loss_sums`'s signature and keys (default: `_loss_sums`, the
+    label-smoothed translation loss).
     """
+    sums_fn = sums_fn or _loss_sums
     def step(state: TrainState, batch: Batch):
         rng = jax.random.fold_in(state.rng, state.step)
 
         def loss_fn(params):
-            sums = _loss_sums(model, params, batch, label_smoothing, rng, plan, ctc_weight)
+            sums = sums_fn(model, params, batch, label_smoothing, rng, plan, ctc_weight)
             ntokens = jnp.maximum(sums["ntokens"], 1.0)
             metrics = {"loss": sums["loss"] / ntokens, "nll": sums["nll"] / ntokens, "ntokens": sums["ntokens"],
                        "nsentences": sums["nsentences"]}
@@ -146,11 +149,13 @@ def make_train_step(model, tx: optax.GradientTransformation, *, label_smoothing:
 
 
 def make_eval_step(model, *, mesh: Mesh, param_shardings: Any, batch_shardings: Any,
-                   compiler_options: Mapping[str, Any] | None = None,
-                   plan=None) -> Callable[[Any, Batch], dict[str, jax.Array]]:
+                   compiler_options: Mapping[str, Any] | None = None, plan=None,
+                   sums_fn: Callable = None) -> Callable[[Any, Batch], dict[str, jax.Array]]:
     """Jitted deterministic `(params, batch) -> {"nll_sum", "ntokens"}` (sums over the global batch)."""
+    sums_fn = sums_fn or _loss_sums
+
     def step(params, batch: Batch):
-        sums = _loss_sums(model, params, batch, 0.0, None, plan)
+        sums = sums_fn(model, params, batch, 0.0, None, plan)
         return {"nll_sum": sums["nll"], "ntokens": sums["ntokens"]}
 
     return jax.jit(step, in_shardings=(param_shardings, batch_shardings), out_shardings=shd.replicated(mesh),

@@ -71,7 +71,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     n_batch_devices = mesh.shape["data"] * mesh.shape["fsdp"]
 
     # -- input ------------------------------------------------------------------------------------------
-    train_sources = inputs.data_sources(c, task.streams(), c.data.train_split)
+    train_sources = task.sources(c.data.train_split)
     vocab = task.load_vocab(workdir, train_sources)
     model_cfg = task.model_config(vocab)
     if jax.process_index() == 0:

@@ -1,2 +1,3 @@
-"""XMEF (seed 001) beyond the model: experiment configs, parameter reports, the miniature pretraining and LNA
-finetuning loops on the synthetic corpus, translation directions (zero-shot) and joint speech-text finetuning."""
+"""XMEF (seed 001) beyond the model and its training (`mlst_jax.train.tasks.xmef`): translation directions and the
+zero-shot matrix, the `mlst params --finetune` report of seed 001's trained-parameter sizes, and the miniature on the
+synthetic corpus."""

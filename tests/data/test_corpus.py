@@ -210,3 +210,26 @@ def test_cli(tiny, tmp_path, capsys):
     assert "no mustc/ folder" in capsys.readouterr().err
     assert cli.main(["data", "vocab", "--manual-dir", str(tmp_path), "--out", str(prefix)]) == 2
     assert "no MuST-C direction folders" in capsys.readouterr().err
+
+
+def test_fewer_languages_keep_the_full_corpus_sentences_and_short_sentences(tmp_path):
+    """`langs` writes only those languages' directions with the sentences the full corpus has for them;
+    `max_words` keeps sentences of at most that many English words; both are recorded in the manifest."""
+    full = {(g.layout, g.src): g for g in corpus._plan(SIZES["tiny"], 0, ["europarl_st"], "full")}
+    some = {(g.layout, g.src): g for g in corpus._plan(SIZES["tiny"], 0, ["europarl_st"], "full", ("en", "de", "fr"))}
+    assert set(some) == {("europarl_st", l) for l in ("en", "de", "fr")}
+    for key, g in some.items():
+        assert g.tgts == tuple(t for t in ("en", "de", "fr") if t != key[1])
+        for split in g.splits:
+            assert [s.id for s in expected(g, split)] == [s.id for s in expected(full[key], split)]
+
+    m = synthesize_corpus(tmp_path, (4, 2, 2), layouts=("europarl_st",), langs=("fr", "en"), max_words=5,
+                          workers=1, progress=False)
+    assert m["langs"] == ["en", "fr"] and m["max_words"] == 5
+    assert sorted(m["layouts"]["europarl_st"]["directions"]) == ["en-fr", "fr-en"]
+    for src, tgt in (("en", "fr"), ("fr", "en")):
+        utts = list(read_europarl_st(tmp_path / "europarl_st", src, tgt, "train"))
+        assert len(utts) == 4
+        assert all(len((u.src_text if src == "en" else u.tgt_text).split()) <= 5 for u in utts)
+    with pytest.raises(ValueError, match="need English"):
+        synthesize_corpus(tmp_path / "x", (2, 1, 1), langs=("de", "fr"), progress=False)

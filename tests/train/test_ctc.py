@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mlst_jax.data.ctc_labels import ALPHABET, VOCAB_SIZE, char_labels
+from mlst_jax.data.ctc_labels import ALPHABET, VOCAB_SIZE, char_labels, label_text
 from mlst_jax.data.pipeline import PipelineConfig, make_eval_pipeline, make_train_pipeline
 from mlst_jax.data.vocab import train_vocab
 from mlst_jax.models.s2t_transformer import S2TConfig, S2TTransformer, count_params
@@ -25,7 +25,10 @@ LANGS = ("de", "es", "fr")
 def test_char_labels_normalize_case_punctuation_and_spaces():
     assert char_labels("The neighbor\u2019s  shirt, is GRAY.") == [ALPHABET.index(c) + 1
                                                                   for c in "the neighbor's shirt is gray"]
-    assert char_labels("¿Qué?") == [ALPHABET.index(c) + 1 for c in "qu"]
+    assert char_labels("¿Qué?") == [ALPHABET.index(c) + 1 for c in "que"]  # Latin letters lose their accents
+    assert char_labels("Straße, Œuvre") == [ALPHABET.index(c) + 1 for c in "strasse oeuvre"]
+    assert char_labels("привет") == []  # other scripts are not spelled
+    assert label_text([0, 3, 3, 0, 3, 1, 0, 2]) == "bb a"
     assert char_labels(" ... ") == [] and min(char_labels("a z")) >= 1 and VOCAB_SIZE == 29
 
 

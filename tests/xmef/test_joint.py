@@ -7,10 +7,10 @@ import pytest
 
 from mlst_jax.models.mbart import MBart, MBartConfig
 from mlst_jax.models.wav2vec2 import named_config
-from mlst_jax.models.xmef import XMEFConfig, count_params, paper_config
-from mlst_jax.xmef.finetune import random_init, translate
 from mlst_jax.models.joint import JointConfig, JointXMEF, abstract_params, joint_from_pretrained
-from mlst_jax.xmef.joint import joint_loss_fn
+from mlst_jax.models.xmef import XMEF, XMEFConfig, count_params, paper_config
+from mlst_jax.train.step import _loss_sums
+from mlst_jax.translator import Translator
 
 D, V, N = 32, 40, 1600
 ENC = named_config("large_lv60", hidden_size=24, num_hidden_layers=3, num_attention_heads=2, intermediate_size=32,
@@ -25,24 +25,28 @@ CONFIG = JointConfig(XMEFConfig(encoder=ENC, decoder=DEC, adaptor_layers=1), sha
 @pytest.fixture(scope="module")
 def setup():
     rng = np.random.RandomState(0)
-    xmef = random_init(CONFIG.xmef, seed=0)
+    xmef = jax.jit(XMEF(CONFIG.xmef).init)(jax.random.PRNGKey(0), jnp.zeros((1, N)), jnp.full((1,), N, jnp.int32),
+                                           jnp.ones((1, 4), jnp.int32))["params"]
     toks = jnp.ones((1, 6), jnp.int32)
     mbart = jax.jit(MBart(DEC).init)(jax.random.PRNGKey(1), toks, toks)["params"]
     params = joint_from_pretrained(CONFIG, xmef, mbart)
-    batch = {"waveforms": rng.randn(2, N).astype(np.float32), "lengths": np.array([N, N - 300], np.int32),
-             "src": np.array([[5, 7, 9, 2, 1, 1], [6, 8, 2, 1, 1, 1]], np.int32)}
-    for name in ("st", "mt"):
-        batch[f"{name}_dec_in"] = np.array([[2, 4, 11, 12, 13, 1], [2, 4, 14, 15, 1, 1]], np.int32)
-        batch[f"{name}_labels"] = np.array([[4, 11, 12, 13, 2, 1], [4, 14, 15, 2, 1, 1]], np.int32)
-        batch[f"{name}_weights"] = (batch[f"{name}_labels"] != 1).astype(np.float32)
-        batch[f"{name}_weights"][:, 0] = 0.0
+    target = np.array([[4, 11, 12, 13, 2, 1], [4, 14, 15, 2, 1, 1]], np.int32)
+    weights = (target != 1).astype(np.float32)
+    weights[:, 0] = 0.0
+    batch = {"features": rng.randn(2, N).astype(np.float32), "feature_lengths": np.array([N, N - 300], np.int32),
+             "src_tokens": np.array([[5, 7, 9, 2, 1, 1], [6, 8, 2, 1, 1, 1]], np.int32),
+             "decoder_input": np.array([[2, 4, 11, 12, 13, 1], [2, 4, 14, 15, 1, 1]], np.int32), "target": target,
+             "loss_weights": weights, "valid": np.ones(2, np.int32)}
     return xmef, mbart, params, batch
 
 
 @jax.jit
 def _grads(params, batch, st, mt):
-    loss = joint_loss_fn(JointXMEF(CONFIG), st_weight=st, mt_weight=mt, label_smoothing=0.0)
-    return jax.grad(lambda p: loss(p, batch, jax.random.PRNGKey(0))[0])(params)
+    """Gradients of st · ST loss + mt · MT loss: the train step's sums of a joint batch."""
+    def loss(p):
+        sums = _loss_sums(JointXMEF(CONFIG), p, batch, 0.0, None)
+        return (st * sums["loss"] + mt * sums["mt_loss"]) / sums["ntokens"]
+    return jax.grad(loss)(params)
 
 
 def grads(params, batch, st, mt):
@@ -74,8 +78,8 @@ def test_both_encoders_run_through_the_same_shared_parameters(setup):
 
     @jax.jit
     def outputs(p):
-        speech, _ = model.apply({"params": p}, batch["waveforms"], batch["lengths"], method=JointXMEF.encode)
-        text, _ = model.apply({"params": p}, batch["src"], method=JointXMEF.encode_text)
+        speech, _ = model.apply({"params": p}, batch["features"], batch["feature_lengths"], method=JointXMEF.encode)
+        text, _ = model.apply({"params": p}, batch["src_tokens"], method=JointXMEF.encode_text)
         return speech, text
 
     s0, t0 = map(np.asarray, outputs(params))
@@ -95,10 +99,16 @@ def test_each_task_loss_trains_the_shared_layers(setup):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7), both["shared_layers"], combined)
 
 
-def test_speech_decoding_runs_on_the_joint_model(setup):
+def test_speech_and_text_decoding_run_on_the_joint_model(setup, tmp_path):
     _, _, params, batch = setup
-    out = translate(CONFIG, params, list(batch["waveforms"]), lang_id=4, n_samples=N, max_len=5, batch_size=2)
-    assert len(out) == 2 and all(len(row) <= 4 for row in out)
+    t = Translator(CONFIG, params)
+    speech = t.generate(batch["features"], batch["feature_lengths"], 4, beam_size=2, max_len_b=4)
+    text = t.generate_from_text(batch["src_tokens"], 4, beam_size=2, max_len_b=4)
+    assert len(speech) == len(text) == 2 and all(row[0] == 4 and len(row) <= 5 for row in speech + text)
+    t.save(tmp_path / "joint")
+    again = Translator.from_pretrained(tmp_path / "joint")
+    assert again.config == CONFIG and again.generate_from_text(batch["src_tokens"], 4, beam_size=2,
+                                                               max_len_b=4) == text
 
 
 def test_paper_size_is_1_05b():

@@ -121,15 +121,16 @@ class _Group(NamedTuple):
     splits: dict[str, list[_Unit]]
 
 
-def layout_directions(layout: str) -> list[tuple[str, tuple[str, ...]]]:
-    """``(source language, target languages)`` per source language of a layout, in writing order."""
-    others = [lang for lang in LANGS if lang != "en"]
+def layout_directions(layout: str, langs: Sequence[str] = LANGS) -> list[tuple[str, tuple[str, ...]]]:
+    """``(source language, target languages)`` per source language of a layout over `langs`, in writing order."""
+    langs = [lang for lang in LANGS if lang in langs]
+    others = [lang for lang in langs if lang != "en"]
     if layout == "mustc":
         return [("en", tuple(others))]
     if layout == "covost2":
         return [("en", tuple(others))] + [(lang, ("en",)) for lang in others]
     if layout == "europarl_st":
-        return [(s, tuple(t for t in LANGS if t != s)) for s in LANGS]
+        return [(s, tuple(t for t in langs if t != s)) for s in langs]
     raise ValueError(f"unknown layout {layout!r}; choose from {', '.join(LAYOUTS)}")
 
 
@@ -162,24 +163,28 @@ def _resolve_sizes(size) -> tuple[str, dict[str, Size]]:
     return "custom", {layout: s for layout in LAYOUTS}
 
 
-def _plan(sizes: dict[str, Size], seed: int, layouts: Sequence[str], lexicon: str) -> list[_Group]:
-    """Sentences, units and voices of every (layout, source language), with job indices in writing order."""
+def _plan(sizes: dict[str, Size], seed: int, layouts: Sequence[str], lexicon: str, langs: Sequence[str] = LANGS,
+          max_words: int | None = None) -> list[_Group]:
+    """Sentences, units and voices of every (layout, source language) over `langs`, with job indices in writing
+    order. Held-out sentences are drawn for every layout and language, so that a corpus of fewer layouts or
+    languages has the same sentences as the full one."""
     held: set[str] = set()
     heldout: dict[tuple[str, str], tuple[list[Sentence], list[Sentence]]] = {}
     for layout in LAYOUTS:
         n = sizes[layout]
         for src, _ in layout_directions(layout):
-            test = sample_sentences(n.test, _seed(seed, layout, src, "test"), lexicon=lexicon)
+            test = sample_sentences(n.test, _seed(seed, layout, src, "test"), lexicon=lexicon, max_words=max_words)
             dev = sample_sentences(n.dev, _seed(seed, layout, src, "dev"), exclude={s.id for s in test},
-                                   lexicon=lexicon)
+                                   lexicon=lexicon, max_words=max_words)
             heldout[layout, src] = (dev, test)
             held.update(s.id for s in dev + test)
     groups, job = [], 0
     for layout in layouts:
         n = sizes[layout]
         lo, hi = (_SMALL_GROUPING if n.train < _SMALL else _GROUPING)[layout]
-        for src, tgts in layout_directions(layout):
-            train = sample_sentences(n.train, _seed(seed, layout, src, "train"), exclude=held, lexicon=lexicon)
+        for src, tgts in layout_directions(layout, langs):
+            train = sample_sentences(n.train, _seed(seed, layout, src, "train"), exclude=held, lexicon=lexicon,
+                                     max_words=max_words)
             voice_rng = random.Random(_seed(seed, layout, src, "voices"))
             order = list(VOICE_VARIANTS)
             voice_rng.shuffle(order)
@@ -362,6 +367,8 @@ def synthesize_corpus(
     progress: bool = True,
     overwrite: bool = False,
     lexicon: str = "full",
+    langs: Sequence[str] = LANGS,
+    max_words: int | None = None,
 ) -> dict:
     """Generate a synthetic speech-translation corpus in the MuST-C, CoVoST 2 and/or Europarl-ST layouts.
 
@@ -380,6 +387,10 @@ def synthesize_corpus(
       lexicon: the lexicon subset the sentences draw on: ``"full"``, or ``"demo"`` (26 nouns, 10 adjectives,
         16 verbs, numbers up to 12: a task that the demo's small model learns in a few minutes on a CPU); see
         :func:`mlst_jax.data.synthetic.grammar.lexicon_subset`.
+      langs: the languages written (English and at least one other): MuST-C and CoVoST 2 pair English with the
+        others, Europarl-ST pairs every two of them; a corpus of fewer languages has the same sentences as the
+        full one.
+      max_words: only sentences of at most this many English words (short utterances for toy models).
 
     Returns:
       The manifest written to ``manifest.json``: ``size``, ``sizes``, ``seed``, ``lexicon``, ``noise_snr_db``,
@@ -406,6 +417,12 @@ def synthesize_corpus(
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     lexicon_subset(lexicon)  # an unknown name fails before anything is written
+    langs = tuple(langs)
+    unknown = [lang for lang in langs if lang not in LANGS]
+    if unknown or "en" not in langs or len(set(langs)) < 2:
+        raise ValueError(f"langs {list(langs)}: need English and at least one other of {', '.join(LANGS)}")
+    if max_words is not None and max_words < 1:
+        raise ValueError(f"max_words must be >= 1, got {max_words}")
     out = Path(out_dir)
     for layout in layouts:
         path = out / layout
@@ -416,7 +433,7 @@ def synthesize_corpus(
             shutil.rmtree(path) if path.is_dir() else path.unlink()
     out.mkdir(parents=True, exist_ok=True)
 
-    groups = _plan(sizes, seed, layouts, lexicon)
+    groups = _plan(sizes, seed, layouts, lexicon, langs, max_words)
     jobs = [None] * sum(len(u.items) for g in groups for us in g.splits.values() for u in us)
     for g in groups:
         for split, units in g.splits.items():
@@ -434,5 +451,7 @@ def synthesize_corpus(
     finally:
         results.close(ok)
     manifest = _manifest(name, sizes, seed, lexicon, noise_snr_db, groups, results.lengths)
+    if tuple(langs) != LANGS or max_words is not None:  # recorded when they differ from the full corpus
+        manifest.update(langs=[lang for lang in LANGS if lang in langs], max_words=max_words)
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return {**manifest, "workers": workers, "wall_time_s": round(time.perf_counter() - start, 3)}

@@ -4,12 +4,14 @@ from __future__ import annotations
 import ml_collections
 
 from mlst_jax.train.tasks.base import Stream, Task
+from mlst_jax.train.tasks.ctc import CTCTask
+from mlst_jax.train.tasks.mbart import MBartTask
 from mlst_jax.train.tasks.s2t import S2TTask
 from mlst_jax.train.tasks.xmef import XMEFTask
 
 __all__ = ["Stream", "Task", "get_task", "TASKS"]
 
-TASKS: dict[str, type[Task]] = {"s2t": S2TTask, "xmef": XMEFTask}
+TASKS: dict[str, type[Task]] = {"s2t": S2TTask, "xmef": XMEFTask, "wav2vec2_ctc": CTCTask, "mbart": MBartTask}
 
 
 def get_task(c: ml_collections.ConfigDict) -> Task:

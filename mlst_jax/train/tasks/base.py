@@ -50,6 +50,14 @@ class Task:
     def stream_names(self) -> tuple[str, ...]:
         return tuple(s.name for s in self.streams())
 
+    def sources(self, split: str, streams: list[Stream] | None = None) -> dict[str, Any]:
+        """`{stream name: data source}` of `split` for `streams` (default: the training streams)."""
+        return inputs.data_sources(self.c, streams or self.streams(), split)
+
+    def metadata(self, split: str, streams: list[Stream], sources: dict[str, Any], vocab) -> dict[str, pl.SourceMeta]:
+        """The pipeline's length metadata of every stream's source (cached next to the TFDS data)."""
+        return inputs.source_metadata(self.c, self, streams, split, sources, vocab)
+
     def load_vocab(self, workdir: str | Path, sources: dict[str, Any] | None = None):
         """The target vocabulary (`encode(text, lang)`, `lang_id`, `decode`, `len`)."""
         raise NotImplementedError
@@ -67,7 +75,7 @@ class Task:
         prefix = Path(workdir) / "vocab" / "spm"
         if distributed.broadcast_flag(not Path(f"{prefix}.model").is_file()):  # process 0's view decides
             if jax.process_index() == 0:
-                sources = sources or inputs.data_sources(c, self.streams(), c.data.train_split)
+                sources = sources or self.sources(c.data.train_split)
                 texts = [inputs.text(src[i]["tgt_text"]) for src in sources.values() for i in range(len(src))]
                 prefix.parent.mkdir(parents=True, exist_ok=True)
                 train_vocab(texts, prefix, size, langs)
@@ -85,8 +93,8 @@ class Task:
         fields = dict(max_frames=d.max_frames, max_frames_per_batch=d.max_frames_per_batch,
                       langs=tuple(s.name for s in streams), targets=tuple(s.tgt for s in streams),
                       temperature=d.temperature, cmvn=d.cmvn or None, global_cmvn_path=d.global_cmvn_path or None,
-                      seed=c.seed, **extra, **self._pipeline_fields(train))
-        return pl.PipelineConfig(**{**fields, **overrides})
+                      seed=c.seed, **extra)
+        return pl.PipelineConfig(**{**fields, **self._pipeline_fields(train), **overrides})
 
     def _pipeline_fields(self, train: bool) -> dict:
         """The family's own `PipelineConfig` fields."""
@@ -156,6 +164,8 @@ class Task:
         return {}
 
     # -- decoding -------------------------------------------------------------------------------------------
+
+    decodes = True  # evaluation decodes with `translator` and scores BLEU (False: the dev loss only)
 
     def translator(self, model_config, params, vocab):
         """A `Translator` over host `params` (evaluation, export)."""

@@ -172,6 +172,9 @@ class XMEFTask(Task):
 
         pre = None if self.c.data.vocab else self.pretrained()
         if pre is not None:
+            if not pre.spm.is_file():
+                raise ValueError(f"{pre.spm.parent}: no {pre.spm.name} (the SentencePiece model MBart50Tokenizer "
+                                 "saves); the targets are tokenized with it (or name a vocabulary: data.vocab)")
             return MBart50Vocab(pre.spm, lang_code_map(self.c.data.lang_codes))
         langs = list(dict.fromkeys(s.tgt for s in self.streams() + self.eval_streams(self.c.data.test_split)))
         return self.target_vocab(workdir, sources, self.xmef_config().decoder.vocab_size, langs)

@@ -40,7 +40,7 @@ class Pretrained:
     model: Path | None
     encoder: Path | None
     decoder: Path | None
-    spm: Path  # the decoder's sentencepiece.bpe.model
+    spm: Path  # the decoder's sentencepiece.bpe.model (it may be missing: then data.vocab names the vocabulary)
     cmvn: str  # the encoder's waveform normalization: "utterance" or "none"
     trust_pickle: bool = False
 
@@ -124,9 +124,6 @@ def check_pretrained(config, init, joint: bool = False) -> Pretrained | None:
         check_agreement(config, f"init.decoder={str(decoder)!r}", decoder=dec, joint=joint)
         text_dir, audio_dir = decoder, encoder if encoder.is_dir() else encoder.parent
     spm = text_dir / xmef_convert.MBART_SPM
-    if not spm.is_file():
-        raise ValueError(f"{text_dir}: no {xmef_convert.MBART_SPM} (the SentencePiece model MBart50Tokenizer saves); "
-                         "the targets are tokenized with it")
     return Pretrained(model, encoder, decoder, spm, xmef_convert.waveform_normalization(audio_dir), init.trust_pickle)
 
 

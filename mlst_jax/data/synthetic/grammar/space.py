@@ -255,12 +255,14 @@ def num_distinct_sentences(lexicon: str = "full") -> int:
     return sum(pattern_counts(lexicon).values())
 
 
-def sample_sentences(n: int, seed: int, exclude: set[str] | None = None, lexicon: str = "full") -> list[Sentence]:
-    """`n` distinct sentences, deterministic in (`n`, `seed`, `lexicon`); ids in `exclude` are skipped.
+def sample_sentences(n: int, seed: int, exclude: set[str] | None = None, lexicon: str = "full",
+                     max_words: int | None = None) -> list[Sentence]:
+    """`n` distinct sentences, deterministic in (`n`, `seed`, `lexicon`, `max_words`); ids in `exclude` are skipped.
 
     Patterns are drawn with equal weight except that a pattern is never asked for more than about half of its
     sentences; within a pattern every sentence is equally likely. `lexicon` names the subset of the lexicon the
-    sentences use (``"full"`` or ``"demo"``, see :func:`lexicon_subset`).
+    sentences use (``"full"`` or ``"demo"``, see :func:`lexicon_subset`). `max_words` keeps only sentences of at
+    most that many English words (drawn sentences above it are skipped).
     """
     space = _space(lexicon)
     share = max(1.0, 2.0 * n / len(PATTERNS))
@@ -287,7 +289,13 @@ def sample_sentences(n: int, seed: int, exclude: set[str] | None = None, lexicon
                     raise ValueError(f"could not draw {n} distinct sentences")
                 continue
             seen.add(sid)
-            out.append(Sentence(sid, pattern, {lang: r(spec) for lang, r in renderers}))
+            sentence = Sentence(sid, pattern, {lang: r(spec) for lang, r in renderers})
+            if max_words is not None and len(sentence.text["en"].split()) > max_words:
+                misses += 1
+                if misses > 100 * n + 10_000:
+                    raise ValueError(f"could not draw {n} distinct sentences of at most {max_words} words")
+                continue
+            out.append(sentence)
     finally:
         if gc_was_enabled:
             gc.enable()
