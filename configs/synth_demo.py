@@ -52,7 +52,8 @@ def get_config():
     c.train.checkpoint_every = 100
     c.train.keep_checkpoints = 3
     c.train.average_last = 1  # the model is still improving fast: averaging 400-600 cost 1.6 BLEU
-    c.demo = {"extra_steps": 100, "lexicon": "demo"}  # the corpus: mlst data synth --size demo --lexicon demo
+    c.demo.extra_steps = 100
+    c.demo.lexicon = "demo"  # the corpus: mlst data synth --size demo --lexicon demo
 
     c.eval.beam = 4
     c.eval.max_len_b = 32

@@ -31,7 +31,8 @@ def get_config():
     c.train.log_every = 4
     c.train.eval_every = 0
     c.train.checkpoint_every = 4
-    c.demo = {"extra_steps": 4, "lexicon": "demo"}
+    c.demo.extra_steps = 4
+    c.demo.lexicon = "demo"
     c.eval.beam = 2
     c.eval.max_len_b = 12
     c.eval.max_examples = 8

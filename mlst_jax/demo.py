@@ -89,8 +89,8 @@ def run_demo(workdir: str | Path, *, bilingual: bool = False, corpus: str | Path
     base_cfg = load_config(config)
     langs = tuple(base_cfg.data.tgt_langs)
     shared_steps = base_cfg.train.max_updates
-    extra = base_cfg.get("demo", {}).get("extra_steps", 0) or max(1, shared_steps // 4)
-    lexicon = base_cfg.get("demo", {}).get("lexicon", "full")
+    extra = base_cfg.demo.extra_steps or max(1, shared_steps // 4)
+    lexicon = base_cfg.demo.lexicon
     timings: dict[str, float] = {}
 
     # -- 1. corpus --------------------------------------------------------------------------------------
@@ -157,7 +157,7 @@ def run_demo(workdir: str | Path, *, bilingual: bool = False, corpus: str | Path
     result = write_analysis(analysis, read_quadruplets_csv(quads_csv), langs)
     timings["total"] = time.perf_counter() - t_start
     report = workdir / "report.md"
-    ctc_weight = base_cfg.optim.get("ctc_weight", 0.0)
+    ctc_weight = base_cfg.optim.ctc_weight
     report.write_text(_report(rows, langs, result, timings, shared_steps, extra, ctc_weight, manifest))
     (workdir / "results.json").write_text(json.dumps({"rows": rows, "timings": timings}, indent=1))
     _say(f"done in {timings['total'] / 60:.1f} min")

@@ -9,6 +9,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import tempfile  # noqa: E402
+
 import jax  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
+# Tests build the same small models and steps many times (every trainer run jits its own functions): a compilation
+# cache of this test run (per pytest-xdist worker) compiles each program once.
+_CACHE = os.path.join(tempfile.gettempdir(), "mlst_jax_test_cache",
+                      os.environ.get("PYTEST_XDIST_TESTRUNUID", str(os.getpid())),
+                      os.environ.get("PYTEST_XDIST_WORKER", "main"))
+jax.config.update("jax_compilation_cache_dir", _CACHE)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

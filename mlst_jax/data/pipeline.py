@@ -13,6 +13,12 @@ fairseq's multilingual speech-to-text recipe, made static-shape for XLA:
   the scan, e.g. cached with :meth:`SourceMeta.save`). With ``features="text"`` (text-to-text models:
   mBART denoising and MT) only ``src_text``, ``src_lang``, ``tgt_text`` and ``tgt_lang`` are read (an
   ``audio``/``fbank`` field is not read; text-only sources: :mod:`mlst_jax.data.text_sources`).
+* **Text streams.** With speech features and ``source_tokens > 0``, the streams in ``text_streams`` have
+  text-only sources (no ``audio``/``fbank``, e.g. :func:`~mlst_jax.data.text_sources.read_bitext`): extra MT
+  data beside the speech (joint speech-text training, MT on ``src_tokens``). They are scanned with
+  ``scan_source(..., text_only=True)`` (kind ``"text"``, 0 feature steps), filtered on targets and sources
+  only, sampled like any stream and planned in the smallest frame bucket, where their rows fill the batches of
+  the shortest utterances. Training only: evaluation sources hold audio.
 * **Feature steps**: fbank frames, or samples for waveform features, or source tokens for text features.
   With ``features="fbank"`` audio lengths count Kaldi frames (25 ms window, 10 ms shift); with
   ``features="waveform"`` (audio sources only) they count 16 kHz samples; with ``features="text"`` they count
@@ -20,9 +26,9 @@ fairseq's multilingual speech-to-text recipe, made static-shape for XLA:
   ``min_frames``, ``frame_buckets`` and ``max_frames_per_batch`` count the same unit. :class:`SourceMeta`
   records which unit it counts.
 * **Filtering** (training only, as fairseq's data prep): more than ``max_frames`` or fewer than
-  ``min_frames`` feature steps, empty targets, targets longer than ``max_tokens``; with ``source_tokens``,
-  empty transcripts and transcripts longer than ``source_tokens`` tokens; with text features, empty sources
-  (``empty_source``: only the tag and ``</s>``). Every drop is counted per stream and reason in
+  ``min_frames`` feature steps (not on text streams), empty targets, targets longer than ``max_tokens``; with
+  ``source_tokens``, empty transcripts and transcripts longer than ``source_tokens`` tokens; with text features,
+  empty sources (``empty_source``: only the tag and ``</s>``). Every drop is counted per stream and reason in
   ``pipeline.stats`` and logged.
 * **Temperature sampling.** Each epoch draws ``round(p_l * N)`` examples of stream ``l``, ``p_l ∝
   n_l^(1/T)`` (fairseq's ``ResamplingDataset`` sizes): without replacement when a stream shrinks, as
@@ -69,7 +75,10 @@ ctc_max_chars] with ``ctc_label_paddings`` float32 (1 past the transcript; all 1
 ``src_tokens`` int32 [..., source_tokens]: ``vocab.encode(src_text, src_lang)`` (``[source tag, pieces...,
 </s>]``, mBART's source layout) padded with ``<pad>`` (padding rows all ``<pad>``); evaluation keeps every
 example and cuts a longer transcript to its first ``source_tokens - 1`` tokens plus ``</s>`` (counted in
-``stats.src_truncated``).
+``stats.src_truncated``). With ``text_streams``, training batches carry ``speech`` int32 [...] (1: the row has
+audio; 0: a text stream's row or a padding row); text rows have ``features`` all 0, ``feature_lengths`` 0 and
+no CTC labels (``ctc_label_paddings`` all 1), and their ``src_tokens``, targets, ``valid``, ``index`` and
+stream ids as any row; speech rows are as without text streams.
 
 Text batches (``features="text"``) have no ``features``: ``src_tokens`` int32 [..., T] (T the frame bucket)
 holds ``vocab.encode(src_text, src_lang)`` (noised on ``noise_streams``) padded with ``<pad>`` (padding rows
@@ -135,6 +144,8 @@ class PipelineConfig:
     or None (None for text features). ``source_tokens > 0``: batches carry the transcript as ``src_tokens`` of
     that length (speech features only). ``noise_streams``: streams whose training text batches get span
     masking (``noise_ratio`` of the pieces, Poisson(``noise_span``) span lengths, ``mask_id``).
+    ``text_streams``: streams with text-only sources in a speech pipeline (needs ``source_tokens > 0``; training
+    batches then carry ``speech``).
     ``num_epochs`` None repeats forever. ``on_bad_example``: ``"skip"`` turns an example that fails to load
     into a padding row (counted in ``stats.load_errors``), ``"raise"`` raises. ``worker_count`` grain
     worker processes (0: in-process), ``read_threads``/``prefetch`` grain's per-process reading threads and
@@ -169,6 +180,7 @@ class PipelineConfig:
     noise_ratio: float = 0.35
     noise_span: float = 2.0
     mask_id: int = UNK_ID
+    text_streams: tuple[str, ...] = ()
 
     def __post_init__(self):
         if list(self.frame_buckets) != sorted(set(self.frame_buckets)) or not self.frame_buckets:
@@ -206,6 +218,10 @@ class PipelineConfig:
                              f"{self.langs}")
         if self.source_tokens < 0:
             raise ValueError(f"source_tokens must be >= 0, got {self.source_tokens}")
+        if self.text_streams and (self.features == "text" or self.source_tokens <= 0):
+            raise ValueError(f"text_streams={self.text_streams} are text-only streams of a speech pipeline: they "
+                             f"need features 'fbank' or 'waveform' and source_tokens > 0 (got features="
+                             f"{self.features!r}, source_tokens={self.source_tokens})")
         if self.cmvn == "global" and not self.global_cmvn_path:
             raise ValueError("cmvn='global' needs global_cmvn_path (a GlobalCMVN .npz)")
         if self.ctc_max_chars < 0:
@@ -449,6 +465,7 @@ class _BatchLoader:
     ``langs`` names the streams (rows' ``lang`` ids index it), ``targets`` their target languages (default:
     ``langs``). A spec with ``references`` (multi-way batches: ``references[k][row]`` is the row's encoded
     target in stream ``k``) gets ``[n_streams, rows, U]`` targets from it instead of the examples' own.
+    In training, rows of ``cfg.text_streams`` are text-only (no features) and batches carry ``speech``.
     """
 
     def __init__(self, sources: list, kinds: list[str], vocab, langs: list[str], cfg: PipelineConfig, train: bool,
@@ -464,6 +481,8 @@ class _BatchLoader:
         self.train, self.ctc_max_chars, self.source_tokens = train, cfg.ctc_max_chars, cfg.source_tokens
         self.noise = {i for i, l in enumerate(langs) if l in cfg.noise_streams} if train and self.text else set()
         self.noise_ratio, self.noise_span, self.mask_id = cfg.noise_ratio, cfg.noise_span, cfg.mask_id
+        self.mark_speech = train and bool(cfg.text_streams)
+        self.text_streams = [i for i, l in enumerate(langs) if l in cfg.text_streams] if self.mark_speech else []
 
     def __call__(self, spec: dict) -> dict[str, np.ndarray]:
         shape, refs = spec["shape"], spec.get("references")
@@ -482,6 +501,7 @@ class _BatchLoader:
         ctc_labels, ctc_pad = np.zeros((r, n_ctc), np.int32), np.ones((r, n_ctc), np.float32)
         n_src = t if self.text else self.source_tokens
         src_tokens = np.full((r, n_src), PAD_ID, np.int32)
+        text_rows = (slot >= 0) & np.isin(lang, self.text_streams)
         for s in np.unique(slot[slot >= 0]):
             rows = np.flatnonzero(slot == s)
             for row, ex in zip(rows, _read(self.sources[s], example[rows])):
@@ -493,7 +513,9 @@ class _BatchLoader:
                     else:
                         ids = [refs[k][row] for k in range(n_tgt)]
                     src = self._source(ex, lang[row]) if self.source_tokens else []
-                    if self.text:
+                    if text_rows[row]:
+                        pass  # no features: feature_lengths 0
+                    elif self.text:
                         src = _source_ids(self.vocab, ex)
                         if len(src) > t:
                             raise ValueError(f"source of {len(src)} tokens exceeds the batch's {t}")
@@ -522,7 +544,7 @@ class _BatchLoader:
                     lengths[row] = samples[row] = 0
                     continue
                 valid[row] = 1
-                if n_ctc:
+                if n_ctc and not text_rows[row]:
                     self._ctc(ex, row, lang[row], ctc_labels, ctc_pad)
                 src_tokens[row, : len(src)] = src
                 for k, target in enumerate(ids):
@@ -540,7 +562,8 @@ class _BatchLoader:
         if not self.text:
             feats = self._normalize(feats, lengths)
         if self.specaugment is not None:
-            for row in np.flatnonzero(valid):  # one generator per global row: independent of the process count
+            # one generator per global row: independent of the process count
+            for row in np.flatnonzero(valid & ~text_rows):
                 rng = np.random.default_rng([self.seed, 1, spec["index"], int(spec["row"][row])])
                 feats[row] = self.specaugment(feats[row], rng, lengths[row])
         for row in np.flatnonzero(valid & np.isin(lang, sorted(self.noise))):  # per global row, as SpecAugment
@@ -553,6 +576,8 @@ class _BatchLoader:
         out.update(feature_lengths=lengths.reshape(lead), decoder_input=dec.reshape(tokens),
                    target=tgt.reshape(tokens), loss_weights=weights.reshape(tokens), valid=valid.reshape(lead),
                    index=np.where(valid == 1, example, -1).astype(np.int32).reshape(lead))
+        if self.mark_speech:
+            out["speech"] = (valid & ~text_rows).astype(np.int32).reshape(lead)
         if n_ctc:
             out.update(ctc_labels=ctc_labels.reshape(*lead, n_ctc), ctc_label_paddings=ctc_pad.reshape(*lead, n_ctc))
         if n_src:
@@ -676,25 +701,35 @@ def _grain_iter(ds, cfg: PipelineConfig):
 def _metadata(sources, vocab, langs, targets, metadata, cfg: PipelineConfig) -> dict[str, SourceMeta]:
     metadata = dict(metadata or {})
     for lang, target in zip(langs, targets):
+        text_only = lang in cfg.text_streams
         if lang not in metadata:
             try:
                 metadata[lang] = scan_source(sources[lang], vocab, target, features=cfg.features,
-                                             source_tokens=cfg.source_tokens > 0)
+                                             source_tokens=cfg.source_tokens > 0, text_only=text_only)
             except ValueError as e:
                 raise ValueError(f"stream {lang!r}: {e}") from e
-        _check_meta(lang, metadata[lang], len(sources[lang]), cfg, source_tokens=cfg.source_tokens > 0)
+        _check_meta(lang, metadata[lang], len(sources[lang]), cfg, source_tokens=cfg.source_tokens > 0,
+                    text_only=text_only)
     return metadata
 
 
-def _check_meta(name: str, meta: SourceMeta, n: int, cfg: PipelineConfig, source_tokens: bool) -> None:
-    """The metadata fits its source and counts lengths in the pipeline's unit."""
+def _check_meta(name: str, meta: SourceMeta, n: int, cfg: PipelineConfig, source_tokens: bool,
+                text_only: bool = False) -> None:
+    """The metadata fits its source, counts lengths in the pipeline's unit and is text-only exactly for a text
+    stream (``text_only``)."""
     if len(meta.n_frames) != n:
         raise ValueError(f"metadata for {name} has {len(meta.n_frames)} examples, its source {n}")
     if meta.features != cfg.features:
         raise ValueError(f"metadata for {name} counts {STEP_UNITS[meta.features]} ({meta.features} features), "
                          f"but features={cfg.features!r} needs {STEP_UNITS[cfg.features]}: scan the source with "
                          f"scan_source(..., features={cfg.features!r})")
-    if cfg.features == "waveform" and meta.kind != "audio":
+    if cfg.features != "text" and (meta.kind == "text") != text_only:
+        if text_only:
+            raise ValueError(f"{name} is a text stream (text_streams), but its metadata is not text-only ({meta.kind} "
+                             f"source): scan it with scan_source(..., text_only=True)")
+        raise ValueError(f"metadata for {name} is text-only (no audio): a text-only source of a speech pipeline "
+                         f"is a training stream listed in text_streams")
+    if cfg.features == "waveform" and meta.kind not in ("audio", "text"):
         raise ValueError(f"{name}: features='waveform' needs an audio source, this one holds {meta.kind} features")
     if source_tokens and meta.n_src_tokens is None:
         raise ValueError(f"metadata for {name} has no source token counts, which source_tokens="
@@ -741,9 +776,10 @@ def make_train_pipeline(
         raise ValueError(f"no source for language(s) {missing}; sources: {sorted(sources)}")
     for target in targets:
         vocab.lang_id(target)
-    unknown = [s for s in cfg.noise_streams if s not in langs]
-    if unknown:
-        raise ValueError(f"noise_streams {unknown} are not streams of this pipeline: {langs}")
+    for field in ("noise_streams", "text_streams"):
+        unknown = [s for s in getattr(cfg, field) if s not in langs]
+        if unknown:
+            raise ValueError(f"{field} {unknown} are not streams of this pipeline: {langs}")
     metadata = _metadata(sources, vocab, langs, targets, metadata, cfg)
     n_groups = _n_groups(cfg, langs)
 
@@ -752,12 +788,10 @@ def make_train_pipeline(
     for lang in langs:
         meta = metadata[lang]
         reasons = {"empty_source": meta.n_frames <= 2} if cfg.features == "text" else {}
-        reasons |= {
-            "too_long": meta.n_frames > cfg.max_frames,
-            "too_short": meta.n_frames < max(cfg.min_frames, 1),
-            "empty_target": meta.n_tokens <= 2,
-            "target_too_long": meta.n_tokens > cfg.max_tokens,
-        }
+        if lang not in cfg.text_streams:  # text streams have no feature steps (their examples go to bucket 0)
+            reasons |= {"too_long": meta.n_frames > cfg.max_frames,
+                        "too_short": meta.n_frames < max(cfg.min_frames, 1)}
+        reasons |= {"empty_target": meta.n_tokens <= 2, "target_too_long": meta.n_tokens > cfg.max_tokens}
         if cfg.source_tokens:
             reasons.update(zip(SOURCE_DROP_REASONS, (meta.n_src_tokens <= 2, meta.n_src_tokens > cfg.source_tokens)))
         dropped, counts = np.zeros(len(meta.n_frames), bool), collections.Counter()
@@ -819,9 +853,10 @@ def make_eval_pipeline(
     Examples are sorted by length (longest first) and padded to frame/token buckets (past the last bucket:
     rounded up to a multiple of the first); rows that only fill the last batch have ``valid`` 0. Nothing is
     filtered except utterances shorter than one frame (one sample for waveform features; counted as
-    ``too_short``). No SpecAugment, no denoising noise. ``lang`` is the target language of every example
-    (None: each example's ``tgt_lang``). Language ids index the target languages of ``cfg.targets`` (first
-    appearance order) when given, else ``cfg.langs`` when given, else the sorted target languages found.
+    ``too_short``). No SpecAugment, no denoising noise, no text streams (``cfg.text_streams`` does not apply;
+    batches have no ``speech``). ``lang`` is the target language of every example (None: each example's
+    ``tgt_lang``). Language ids index the target languages of ``cfg.targets`` (first appearance order) when
+    given, else ``cfg.langs`` when given, else the sorted target languages found.
     Process ``shard_index`` gets rows ``[s·batch_size, (s+1)·batch_size)`` of each global batch.
     """
     _check_shard(shard_index, shard_count)

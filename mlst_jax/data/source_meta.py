@@ -4,7 +4,8 @@ Feature steps are fbank frames (``features="fbank"``; audio counts Kaldi frames,
 16 kHz samples (``features="waveform"``, audio sources only) or source tokens (``features="text"``:
 ``len(vocab.encode(src_text, src_lang))``; audio and fbank fields are not read). :class:`SourceMeta` records
 which it counts, so that metadata scanned for one cannot be used for another (:mod:`mlst_jax.data.pipeline`
-checks it).
+checks it). A text-only source of a speech pipeline (``text_only=True``: a stream of
+``PipelineConfig.text_streams``) has kind ``"text"`` and 0 feature steps per example.
 """
 from __future__ import annotations
 
@@ -23,9 +24,10 @@ STEP_UNITS = {"fbank": "frames", "waveform": "samples", "text": "source tokens"}
 
 @dataclasses.dataclass
 class SourceMeta:
-    """Per-example lengths of one source: ``kind`` (``audio``/``fbank``, ``text`` for text scans), feature steps
-    ``n_frames`` (fbank frames, samples when ``features`` is ``"waveform"``, source tokens when it is
-    ``"text"``), target token counts (``len(vocab.encode(text, lang))``, tag and ``</s>`` included), target
+    """Per-example lengths of one source: ``kind`` (``audio``/``fbank``, ``text`` for text scans and text-only
+    scans), feature steps ``n_frames`` (fbank frames, samples when ``features`` is ``"waveform"``, source tokens
+    when it is ``"text"``; all 0 for kind ``text`` with speech features: no audio), target token counts
+    (``len(vocab.encode(text, lang))``, tag and ``</s>`` included), target
     languages and, when scanned for them, source token counts ``n_src_tokens`` (``len(vocab.encode(src_text,
     src_lang))``)."""
 
@@ -65,7 +67,8 @@ def _kind(ex: Mapping) -> str:
         return "audio"
     if "fbank" in ex:
         return "fbank"
-    raise ValueError(f"example has neither 'audio' nor 'fbank' (keys: {sorted(ex)})")
+    raise ValueError(f"example has neither 'audio' nor 'fbank' (keys: {sorted(ex)}); a text-only source is scanned "
+                     "with text_only=True (in a speech pipeline: a stream of text_streams)")
 
 
 def _steps(ex: Mapping, kind: str, features: str) -> int:
@@ -101,7 +104,7 @@ def iter_examples(source, chunk: int = 256):
 
 
 def scan_source(source, vocab, lang: str | None = None, chunk: int = 256, *, features: str = "fbank",
-                source_tokens: bool = False) -> SourceMeta:
+                source_tokens: bool = False, text_only: bool = False) -> SourceMeta:
     """Reads every example once for its feature steps and token counts.
 
     Args:
@@ -113,9 +116,19 @@ def scan_source(source, vocab, lang: str | None = None, chunk: int = 256, *, fea
         (``n_src_tokens`` too; examples need only their texts and languages), as
         :class:`~mlst_jax.data.pipeline.PipelineConfig`.
       source_tokens: also count the transcript's source tokens (``n_src_tokens``).
+      text_only: a text-only source for speech features (``"fbank"``/``"waveform"``: a stream of
+        ``PipelineConfig.text_streams``): only the texts and languages are read, ``kind`` is ``"text"``,
+        ``n_frames`` all 0 and ``n_src_tokens`` counted.
     """
     if features not in FEATURES:
         raise ValueError(f"features must be 'fbank', 'waveform' or 'text', got {features!r}")
+    if text_only:
+        if features == "text":
+            raise ValueError("text_only=True scans text-only sources for speech features ('fbank' or 'waveform'); "
+                             "features='text' reads only the texts already")
+        meta = _scan_text(source, vocab, lang, chunk)
+        return SourceMeta("text", np.zeros_like(meta.n_frames), meta.n_tokens, meta.tgt_langs, features,
+                          meta.n_src_tokens)
     if features == "text":
         return _scan_text(source, vocab, lang, chunk)
     n = len(source)

@@ -87,7 +87,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.global_cmvn_path = ""  # data.cmvn = global: a GlobalCMVN .npz
     c.data.ctc_max_chars = 256  # with optim.ctc_weight > 0: longer transcripts get no CTC loss
     c.data.source_tokens = 64  # joint XMEF: longest transcript (MT source) in tokens; longer ones are dropped
-    c.data.bitext = ""  # mbart: a folder of extra parallel text, <src>-<tgt>.tsv (source TAB target per line)
+    c.data.bitext = ""  # joint XMEF, mbart: a folder of extra parallel text, <src>-<tgt>.tsv (source TAB target)
     c.data.denoise_langs = ()  # mbart: languages with a denoising stream (their source texts, span-masked)
 
     c.optim = ml_collections.ConfigDict()
@@ -142,6 +142,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.max_len_b = 200
     c.eval.batch_size = 0  # rows per eval batch (0: max_frames_per_batch // max_frames)
     c.eval.max_examples = 0  # per stream (0: all)
+
+    c.demo = ml_collections.ConfigDict()  # the main job (mlst_jax/demo.py)
+    c.demo.extra_steps = 0  # updates of every system continued from the shared model (0: a quarter of its updates)
+    c.demo.lexicon = "full"  # the corpus's lexicon subset (mlst data synth --lexicon)
     return c
 
 

@@ -3,8 +3,10 @@
 A batch is a dict with `features` [..., T, F] (fbank) or [..., N] (waveforms), `feature_lengths` [...],
 `decoder_input` [..., U], `target` [..., U], `loss_weights` [..., U] and optionally `valid` [...] (0 for padding
 rows), where the leading dims are [B] or language-stratified [G, b]. The model is called with the batch's
-`state.MODEL_INPUTS`; a joint speech-text model also takes the transcript, `src_tokens` [..., S]. Stratified batches are flattened b-major ([b, G] -> [b·G]) for the
-shared model, which keeps every device's rows local under `sharding.batch_sharding(..., stratified=True)`.
+`state.MODEL_INPUTS`; a joint speech-text model also takes the transcript, `src_tokens` [..., S], and a batch with
+text-only rows (extra parallel text) marks its speech rows in `speech` [...]. Stratified batches are flattened
+b-major ([b, G] -> [b·G]) for the shared model, which keeps every device's rows local under
+`sharding.batch_sharding(..., stratified=True)`.
 
 With a `SharingPlan` that has language-specific leaves, a stratified batch (which then also carries
 `group_lang` [G], the language index of every group) runs the model under `jax.vmap` over its groups: a
@@ -67,8 +69,9 @@ def _grouped_forward(model, params, plan, batch: Batch, rng: jax.Array | None, w
 def _loss_sums(model, params, batch: Batch, label_smoothing: float, rng: jax.Array | None, plan=None,
                ctc_weight: float = 0.0) -> dict[str, jax.Array]:
     """Sums over the batch: `loss` (label smoothed), `nll`, `ntokens` (weighted target tokens), `nsentences`;
-    `ctc`, `nchars` when `ctc_weight > 0` and the batch carries CTC labels; `mt_loss`, `mt_nll` (over the same
-    target tokens) when it carries `src_tokens` (a joint speech-text model)."""
+    `ctc`, `nchars` when `ctc_weight > 0` and the batch carries CTC labels; `mt_loss`, `mt_nll`, `mt_ntokens`
+    when it carries `src_tokens` (a joint speech-text model: the speech loss over the rows of `speech`, when the
+    batch has text-only rows, the MT loss over every row)."""
     with_ctc = ctc_weight > 0 and "ctc_labels" in batch
     if plan is not None and not plan.is_shared:
         if batch["target"].ndim != 3 or "group_lang" not in batch:
@@ -85,13 +88,15 @@ def _loss_sums(model, params, batch: Batch, label_smoothing: float, rng: jax.Arr
     valid = batch.get("valid")
     valid = jnp.ones(batch["target"].shape[:1], jnp.float32) if valid is None else valid.astype(jnp.float32)
     weights = batch["loss_weights"].astype(jnp.float32) * valid[:, None]
-    loss_sum, nll_sum = label_smoothed_nll(logits, batch["target"], weights, label_smoothing)
-    sums = {"loss": loss_sum, "nll": nll_sum, "ntokens": weights.sum(), "nsentences": valid.sum()}
+    speech = weights * batch["speech"].astype(jnp.float32)[:, None] if "speech" in batch else weights
+    loss_sum, nll_sum = label_smoothed_nll(logits, batch["target"], speech, label_smoothing)
+    sums = {"loss": loss_sum, "nll": nll_sum, "ntokens": speech.sum(), "nsentences": valid.sum()}
     if with_ctc:
         sums["ctc"], sums["nchars"] = ctc_loss_sums(out[1], out[2], batch["ctc_labels"], batch["ctc_label_paddings"],
                                                     valid)
     if joint:
         sums["mt_loss"], sums["mt_nll"] = label_smoothed_nll(out[1], batch["target"], weights, label_smoothing)
+        sums["mt_ntokens"] = weights.sum()
     return sums
 
 
@@ -113,7 +118,8 @@ def make_train_step(model, tx: optax.GradientTransformation, *, mesh: Mesh, stat
     dict of them. `compiler_options` (XLA debug options) are passed to `jax.jit`. `plan`: the SharingPlan
     the state's parameters are laid out for (None: plain parameters). `ctc_weight > 0`: the auxiliary CTC
     loss per transcript character is added with this weight (metric `ctc`). A joint speech-text model (batches
-    with `src_tokens`) adds `mt_weight` times the MT loss on the same targets (metrics `mt_loss`, `mt_nll`).
+    with `src_tokens`) adds `mt_weight` times the MT loss on the same targets (metrics `mt_loss`, `mt_nll`,
+    `mt_ntokens`; text-only rows, `speech` 0, count for MT only).
     `sums_fn`: a model family's own sums, with `_loss_sums`'s signature and keys (default: `_loss_sums`, the
     label-smoothed translation loss).
     """
@@ -131,7 +137,9 @@ def make_train_step(model, tx: optax.GradientTransformation, *, mesh: Mesh, stat
                 metrics["ctc"] = sums["ctc"] / jnp.maximum(sums["nchars"], 1.0)
                 objective = objective + ctc_weight * metrics["ctc"]
             if "mt_loss" in sums:
-                metrics["mt_loss"], metrics["mt_nll"] = sums["mt_loss"] / ntokens, sums["mt_nll"] / ntokens
+                mt_tokens = jnp.maximum(sums["mt_ntokens"], 1.0)
+                metrics["mt_loss"], metrics["mt_nll"] = sums["mt_loss"] / mt_tokens, sums["mt_nll"] / mt_tokens
+                metrics["mt_ntokens"] = sums["mt_ntokens"]
                 objective = objective + mt_weight * metrics["mt_loss"]
             return objective, metrics
 

@@ -242,6 +242,7 @@ def test_init_model_directory_loads_with_its_adaptor(xmef_data, reference, tmp_p
     ({"sharing.strategy": "enc"}, "sharing plans are an S2T feature"),
     ({"finetune.trainable": "adapters"}, "finetune.trainable='adapters' is not an XMEF variant"),
     ({"optim.ctc_weight": 0.5}, "XMEF has no CTC layer"),
+    ({"data.bitext": "/tmp"}, "extra parallel text trains the joint model's text path"),
     ({"data.manual_dir": "/nowhere"}, "data.manual_dir='/nowhere' does not exist"),
 ])
 def test_config_errors_name_the_field(xmef_data, fields, message):
@@ -273,15 +274,22 @@ def test_large_config_rejects_the_tiny_checkpoints(xmef_data):
 
 
 def test_joint_speech_text_training_reports_st_and_mt_bleu(xmef_data, subprocess_env, tmp_path):
-    """`:joint` (1 shared layer; every parameter trains): ST and MT losses fall, the text encoder and the shared
-    layers change, and the evaluation scores ST and MT (the transcripts) per direction."""
-    args = xmef_args(xmef_data, {**RUN, "train.eval_every": STEPS, "optim.lr": 5e-3}, arg="joint")
+    """`:joint` (1 shared layer; every parameter trains) with extra de→en bitext (`data.bitext`): ST and MT losses
+    fall, the bitext rows add MT tokens only, the text encoder and the shared layers change, and the evaluation
+    scores ST and MT (the transcripts) per direction."""
+    lines = [l.split("\t") for l in (xmef_data.corpus / "covost_v2.de_en.tsv").read_text().splitlines()[1:]]
+    (tmp_path / "bitext").mkdir()
+    (tmp_path / "bitext" / "de-en.tsv").write_text("".join(f"{l[1]} {l[1]}\t{l[2]} {l[2]}\n" for l in lines))
+    args = xmef_args(xmef_data, {**RUN, "train.eval_every": STEPS, "optim.lr": 5e-3,
+                                 "data.bitext": tmp_path / "bitext"}, arg="joint")
     result = finish(start_main(args, tmp_path / "run", subprocess_env), tmp_path / "run")
+    assert "de-en+bitext: kept" in Path(f"{tmp_path / 'run'}.err").read_text()
     tmp_path = tmp_path / "run"
     for key in ("eval/bleu_de-en", "eval/bleu_en-fr", "eval/mt_bleu_de-en", "eval/mt_bleu_en-fr"):
         assert 0 <= result[key] <= 100, key
     logs = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines() if '"mt_loss"' in l]
     assert len(logs) == STEPS
+    assert all(m["mt_ntokens"] >= m["ntokens"] for m in logs) and any(m["mt_ntokens"] > m["ntokens"] for m in logs)
     for key in ("loss", "mt_loss"):
         assert np.mean([m[key] for m in logs[-3:]]) < np.mean([m[key] for m in logs[:3]]) - 0.05, key
     params = params_at(tmp_path, STEPS)

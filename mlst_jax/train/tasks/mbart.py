@@ -51,7 +51,7 @@ class MBartTask(XMEFTask):
     # -- data -----------------------------------------------------------------------------------------------
 
     def _mt_streams(self) -> list[Stream]:
-        return super().streams()
+        return self.speech_streams()
 
     def streams(self) -> list[Stream]:
         return self._mt_streams() + [Stream(f"{l}-{l}", l, l) for l in self.c.data.denoise_langs]

@@ -19,6 +19,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from mlst_jax.data import pipeline as pl
+from mlst_jax.train import inputs
 from mlst_jax.train.tasks.base import Stream, Task
 from mlst_jax.xmef import directions as dirs
 
@@ -119,6 +121,15 @@ class XMEFTask(Task):
             raise ValueError("data.cmvn='global' is fbank CMVN; XMEF normalizes each waveform (utterance) or not ('')")
         if c.optim.ctc_weight:
             raise ValueError(f"optim.ctc_weight={c.optim.ctc_weight}: XMEF has no CTC layer")
+        if c.data.bitext:
+            if not self.joint_layers:
+                raise ValueError(f"data.bitext={c.data.bitext!r}: extra parallel text trains the joint model's text "
+                                 "path (model.xmef.joint_shared_layers > 0)")
+            if not Path(c.data.bitext).is_dir():
+                raise ValueError(f"data.bitext={c.data.bitext!r} is not a directory")
+            if not self.bitext_streams():
+                names = ", ".join(f"{s.name}.tsv" for s in self.speech_streams())
+                raise ValueError(f"data.bitext={c.data.bitext!r} holds no file of a training direction ({names})")
         if c.sharing.strategy != "multilingual" or c.sharing.init or c.sharing.iterative_every:
             raise ValueError("sharing.*: sharing plans are an S2T feature; XMEF runs sharing.strategy=multilingual "
                              "without sharing.init / sharing.iterative_every")
@@ -156,13 +167,47 @@ class XMEFTask(Task):
     def _directions(self, spec: str, field: str) -> list[Stream]:
         return [Stream(f"{s}-{t}", s, t) for s, t in config_directions(spec, self.c, field)]
 
-    def streams(self) -> list[Stream]:
+    def speech_streams(self) -> list[Stream]:
+        """The training directions' speech."""
         return self._directions(self.c.data.directions, "data.directions")
+
+    def bitext_streams(self) -> list[Stream]:
+        """Joint training's extra parallel text (seed 001's "+ Extra MT Data"): a text-only stream
+        `<src>-<tgt>+bitext` per training direction with a `data.bitext/<src>-<tgt>.tsv` file."""
+        if not (self.joint_layers and self.c.data.bitext):
+            return []
+        root = Path(self.c.data.bitext)
+        return [Stream(f"{s.name}+bitext", s.src, s.tgt) for s in self.speech_streams()
+                if (root / f"{s.name}.tsv").is_file()]
+
+    def streams(self) -> list[Stream]:
+        return self.speech_streams() + self.bitext_streams()
 
     def eval_streams(self, split: str) -> list[Stream]:
         if split == self.c.data.test_split and self.c.data.eval_directions:
             return self._directions(self.c.data.eval_directions, "data.eval_directions")
-        return self.streams()
+        return self.speech_streams()
+
+    def sources(self, split: str, streams: list[Stream] | None = None) -> dict[str, Any]:
+        from mlst_jax.data.text_sources import read_bitext
+
+        streams = streams or self.streams()
+        bitext = {s.name for s in self.bitext_streams()}
+        out = inputs.data_sources(self.c, [s for s in streams if s.name not in bitext], split)
+        for s in streams:
+            if s.name in bitext:
+                out[s.name] = read_bitext(Path(self.c.data.bitext) / f"{s.src}-{s.tgt}.tsv", s.src, s.tgt)
+        return out
+
+    def metadata(self, split, streams, sources, vocab) -> dict[str, pl.SourceMeta]:
+        bitext = {s.name for s in self.bitext_streams()}
+        out = inputs.source_metadata(self.c, self, [s for s in streams if s.name not in bitext], split, sources,
+                                     vocab)
+        for s in streams:
+            if s.name in bitext:
+                out[s.name] = pl.scan_source(sources[s.name], vocab, s.tgt, features=self.input, source_tokens=True,
+                                             text_only=True)
+        return out
 
     def load_vocab(self, workdir: str | Path, sources: dict[str, Any] | None = None):
         """`data.vocab`; else the pretrained decoder's mBART-50 vocabulary (with `data.lang_codes`); else, for a
@@ -182,7 +227,8 @@ class XMEFTask(Task):
     def _pipeline_fields(self, train: bool) -> dict:
         return {"features": "waveform", "specaugment": None, "stratify": False,
                 "min_frames": self.xmef_config().encoder.min_num_samples,
-                "source_tokens": self.c.data.source_tokens if self.joint_layers else 0}
+                "source_tokens": self.c.data.source_tokens if self.joint_layers else 0,
+                "text_streams": tuple(s.name for s in self.bitext_streams())}
 
     # -- model ----------------------------------------------------------------------------------------------
 
@@ -271,10 +317,11 @@ class XMEFTask(Task):
 
     def train_keys(self, shared: bool) -> tuple[str, ...]:
         keys = ("features", "feature_lengths", "decoder_input", "target", "loss_weights", "valid")
-        return keys + (("src_tokens",) if self.joint_layers else ())
+        return keys + (("src_tokens",) if self.joint_layers else ()) + (("speech",) if self.bitext_streams() else ())
 
     def _extra_structs(self, lead):
-        return {"src_tokens": jax.ShapeDtypeStruct((*lead, self.c.data.source_tokens), jnp.int32)}
+        return {"src_tokens": jax.ShapeDtypeStruct((*lead, self.c.data.source_tokens), jnp.int32),
+                "speech": jax.ShapeDtypeStruct(lead, jnp.int32)}
 
     def step_options(self) -> dict:
         return {**super().step_options(), **({"mt_weight": self.c.optim.mt_weight} if self.joint_layers else {})}
