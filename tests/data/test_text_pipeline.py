@@ -16,15 +16,14 @@ from mlst_jax.data.pipeline import (
     scan_source,
 )
 from mlst_jax.data.text_sources import ConcatSource, TranscriptTargets, read_bitext
-from mlst_jax.data.vocab import EOS_ID, PAD_ID, UNK_ID, train_vocab
+from mlst_jax.data.vocab import EOS_ID, PAD_ID, UNK_ID
+from text_words import LONG, word_vocab, words
 
-WORDS = "alpha beta gamma delta eins zwei drei uno dos tres un deux trois".split()
 STREAMS, TARGETS = ("de-en", "en-en"), ("en", "en")
 CFG = PipelineConfig(features="text", specaugment=None, cmvn=None, langs=STREAMS, targets=TARGETS, min_frames=1,
                      max_frames=32, frame_buckets=(8, 16, 32), max_frames_per_batch=128, token_buckets=(8, 16, 32),
                      max_tokens=32, read_threads=0)
 NOISY = replace(CFG, noise_streams=("en-en",))
-LONG = " ".join(WORDS * 3)
 
 
 class Poison:
@@ -37,15 +36,9 @@ class Poison:
         raise AssertionError("audio decoded")
 
 
-def words(rng, lo, hi):
-    return " ".join(rng.choice(WORDS, int(rng.integers(lo, hi))))
-
-
 @pytest.fixture(scope="module")
 def vocab(tmp_path_factory):
-    rng = np.random.default_rng(0)
-    return train_vocab([words(rng, 4, 5) for _ in range(200)], tmp_path_factory.mktemp("vocab") / "spm", 60,
-                       ("de", "en", "fr"))
+    return word_vocab(tmp_path_factory.mktemp("vocab"))
 
 
 @pytest.fixture(scope="module")

@@ -14,10 +14,9 @@ from mlst_jax.data.pipeline import (
     scan_source,
 )
 from mlst_jax.data.text_sources import ConcatSource, read_bitext
-from mlst_jax.data.vocab import EOS_ID, PAD_ID, train_vocab
+from mlst_jax.data.vocab import EOS_ID, PAD_ID
+from text_words import LONG, word_vocab, words
 
-WORDS = "alpha beta gamma delta eins zwei drei uno dos tres un deux trois".split()
-LONG = " ".join(WORDS * 3)
 STREAMS, TARGETS = ("fr-en", "mt"), ("en", "en")
 CFG = PipelineConfig(features="waveform", specaugment=None, cmvn=None, max_frames=2000, min_frames=100,
                      frame_buckets=(500, 1000, 2000), max_frames_per_batch=8000, token_buckets=(8, 16, 32),
@@ -31,10 +30,6 @@ BAD_SPEECH = [(2500, "un", "one"), (80, "un", "one"), (400, "un", ""), (400, "un
 BAD_TEXT = [("alpha", ""), ("alpha", LONG), ("", "alpha"), (LONG, "alpha")]
 
 
-def words(rng, lo, hi):
-    return " ".join(rng.choice(WORDS, int(rng.integers(lo, hi))))
-
-
 def utterance(n, src, tgt, rng):
     pcm = 3000 * np.sin(np.arange(n) / 3) + 800 * rng.standard_normal(n)
     return dict(audio=np.round(pcm).astype(np.int16), src_text=src.encode(), src_lang=b"fr", tgt_text=tgt.encode(),
@@ -43,9 +38,7 @@ def utterance(n, src, tgt, rng):
 
 @pytest.fixture(scope="module")
 def vocab(tmp_path_factory):
-    rng = np.random.default_rng(0)
-    return train_vocab([words(rng, 4, 5) for _ in range(200)], tmp_path_factory.mktemp("vocab") / "spm", 60,
-                       ("de", "en", "fr"))
+    return word_vocab(tmp_path_factory.mktemp("vocab"))
 
 
 @pytest.fixture(scope="module")

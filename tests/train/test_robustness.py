@@ -1,41 +1,21 @@
 """Crashes, preemption and divergence: a killed run resumes bit for bit, SIGTERM saves the current step, a NaN
 stops training with the last good checkpoint intact."""
-import json
 import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 
-from train_runs import ROOT, RUN_FIELDS, config_args, finish, params_at, saved_steps, start_main, tail
+from train_runs import (ROOT, RUN_FIELDS, config_args, finish, kill_and_resume, params_at, run_until, saved_steps,
+                        start_main)
 
 pytestmark = pytest.mark.slow
 
 MAX, EVERY = RUN_FIELDS["train.max_updates"], RUN_FIELDS["train.checkpoint_every"]
-
-
-def logged_step(workdir) -> int:
-    path = workdir / "metrics.jsonl"
-    for line in reversed(path.read_text().splitlines() if path.is_file() else []):
-        try:
-            return json.loads(line)["step"]
-        except json.JSONDecodeError:  # a line being written
-            continue
-    return 0
-
-
-def run_until(proc, workdir, step: int, timeout: float = 600) -> None:
-    """Waits until the run logged `step` (it logs every step) and its first checkpoint is complete."""
-    deadline = time.monotonic() + timeout
-    while logged_step(workdir) < step or not saved_steps(workdir):
-        assert proc.poll() is None, f"the run ended early ({proc.returncode}):\n{tail(f'{workdir}.err')}"
-        assert time.monotonic() < deadline, "timed out waiting for the run"
-        time.sleep(0.02)
 
 
 def assert_same_params(a, b):
@@ -45,20 +25,10 @@ def assert_same_params(a, b):
 
 def test_sigkill_then_resume_is_bitwise_exact(reference_run, tiny_data, subprocess_env, tmp_path):
     _, ref_result, ref_params = reference_run
-    kill_at = random.Random().randint(EVERY + 1, MAX - 2)
-    workdir = tmp_path / "run"
-    args = config_args(tiny_data, RUN_FIELDS)
-    proc = start_main(args, workdir, subprocess_env)
-    run_until(proc, workdir, kill_at)
-    proc.kill()
-    assert proc.wait() == -signal.SIGKILL
-    killed_at, saved = logged_step(workdir), max(saved_steps(workdir))
-    assert EVERY <= saved <= killed_at < MAX, (kill_at, killed_at, saved)
-
-    result = finish(start_main(args, workdir, subprocess_env), workdir)
-    assert f"resumed from step {saved}" in Path(f"{workdir}.err").read_text()
+    result, killed_at, _ = kill_and_resume(config_args(tiny_data, RUN_FIELDS), tmp_path / "run", subprocess_env,
+                                           EVERY, MAX)
     assert result["step"] == MAX and result["train/loss"] == ref_result["train/loss"], f"killed after step {killed_at}"
-    assert_same_params(params_at(workdir, MAX), ref_params)
+    assert_same_params(params_at(tmp_path / "run", MAX), ref_params)
 
 
 def test_sigterm_saves_the_current_step(reference_run, tiny_data, subprocess_env, tmp_path):

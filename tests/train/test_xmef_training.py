@@ -3,18 +3,14 @@ tiny random HF wav2vec 2.0 / mBART directories. LNA trains only its mask; every 
 killed run resumes bit for bit; `mlst evaluate`, `mlst average` and `mlst translate` serve the run; bad configs
 and checkpoints fail before anything heavy is loaded, naming the field."""
 import json
-import random
-import signal
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 
-from train_runs import finish, params_at, saved_steps, start_main, tail
+from train_runs import finish, kill_and_resume, params_at, start_main
 from xmef_runs import XMEF_TINY, xmef_args
 
 pytestmark = [pytest.mark.slow, pytest.mark.torch]
@@ -74,22 +70,10 @@ def test_lna_trains_only_its_mask_and_the_loss_falls(xmef_data, reference):
 
 
 def test_sigkill_then_resume_is_bitwise_exact(xmef_data, reference, subprocess_env, tmp_path):
-    from test_robustness import logged_step, run_until
-
     _, ref_result, ref_params = reference
-    kill_at = random.Random().randint(EVERY + 1, STEPS - 2)
-    workdir = tmp_path / "run"
-    args = xmef_args(xmef_data, RUN)
-    proc = start_main(args, workdir, subprocess_env)
-    run_until(proc, workdir, kill_at)
-    proc.kill()
-    assert proc.wait() == -signal.SIGKILL
-    killed_at, saved = logged_step(workdir), max(saved_steps(workdir))
-    assert EVERY <= saved <= killed_at < STEPS, (kill_at, killed_at, saved)
-    result = finish(start_main(args, workdir, subprocess_env), workdir)
-    assert f"resumed from step {saved}" in Path(f"{workdir}.err").read_text()
+    result, killed_at, _ = kill_and_resume(xmef_args(xmef_data, RUN), tmp_path / "run", subprocess_env, EVERY, STEPS)
     assert result["train/loss"] == ref_result["train/loss"], f"killed after step {killed_at}"
-    for x, y in zip(jax.tree.leaves(params_at(workdir, STEPS)), jax.tree.leaves(ref_params), strict=True):
+    for x, y in zip(jax.tree.leaves(params_at(tmp_path / "run", STEPS)), jax.tree.leaves(ref_params), strict=True):
         np.testing.assert_array_equal(x, y)
 
 

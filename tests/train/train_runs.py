@@ -1,9 +1,12 @@
 """Helpers for end-to-end training tests: config arguments for the tiny corpus, subprocess runs of
 `python -m mlst_jax.main`, their results and checkpoints."""
 import json
+import random
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import NamedTuple
 
@@ -71,3 +74,39 @@ def saved_steps(workdir: Path) -> list[int]:
 
 RUN_FIELDS = {"train.max_updates": 16, "train.log_every": 1, "train.checkpoint_every": 4, "train.eval_every": 0,
               "data.max_frames_per_batch": 3072}
+
+
+def logged_step(workdir) -> int:
+    """The last step in `workdir/metrics.jsonl` (0 when none is logged yet)."""
+    path = Path(workdir) / "metrics.jsonl"
+    for line in reversed(path.read_text().splitlines() if path.is_file() else []):
+        try:
+            return json.loads(line)["step"]
+        except json.JSONDecodeError:  # a line being written
+            continue
+    return 0
+
+
+def run_until(proc, workdir, step: int, timeout: float = 600) -> None:
+    """Waits until the run logged `step` (it logs every step) and its first checkpoint is complete."""
+    deadline = time.monotonic() + timeout
+    while logged_step(workdir) < step or not saved_steps(workdir):
+        assert proc.poll() is None, f"the run ended early ({proc.returncode}):\n{tail(f'{workdir}.err')}"
+        assert time.monotonic() < deadline, "timed out waiting for the run"
+        time.sleep(0.02)
+
+
+def kill_and_resume(args: list[str], workdir: Path, env: dict, every: int, steps: int) -> tuple[dict, int, int]:
+    """Starts a run of `steps` updates (checkpoints every `every`), kills it with SIGKILL at a random step after
+    its first checkpoint, resumes it to the end: (the resumed run's result, the step it was killed after, the
+    checkpoint it resumed from)."""
+    kill_at = random.Random().randint(every + 1, steps - 2)
+    proc = start_main(args, workdir, env)
+    run_until(proc, workdir, kill_at)
+    proc.kill()
+    assert proc.wait() == -signal.SIGKILL
+    killed_at, saved = logged_step(workdir), max(saved_steps(workdir))
+    assert every <= saved <= killed_at < steps, (kill_at, killed_at, saved)
+    result = finish(start_main(args, workdir, env), workdir)
+    assert f"resumed from step {saved}" in Path(f"{workdir}.err").read_text()
+    return result, killed_at, saved
