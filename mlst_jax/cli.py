@@ -12,10 +12,12 @@ def _translate(args) -> int:
     from mlst_jax.translator import Translator
 
     translator = Translator.from_pretrained(args.checkpoint, trust_pickle=args.trust_pickle)
+    translator.lang_id(args.tgt_lang)  # an unknown or unserved language fails before the audio is read
     audio = [load_audio(path) for path in args.audio]
     for start in range(0, len(audio), args.batch_size):
         chunk = audio[start: start + args.batch_size]
-        texts = translator.translate([w for w, _ in chunk], 16000, args.tgt_lang, beam_size=args.beam,
+        texts = translator.translate([w for w, _ in chunk], 16000, args.tgt_lang,
+                                     names=args.audio[start: start + args.batch_size], beam_size=args.beam,
                                      length_penalty=args.lenpen, max_len_a=args.max_len_a,
                                      max_len_b=args.max_len_b)
         for path, text in zip(args.audio[start:], texts):
@@ -49,11 +51,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "checkpoint or exported model dir")
     p.add_argument("--tgt-lang", required=True,
                    help="target language: the code of the model's <lang:xx> tag; for mBART-50 models 'de' or 'de_DE'")
-    p.add_argument("--beam", type=int, default=5)
-    p.add_argument("--lenpen", type=float, default=1.0)
-    p.add_argument("--max-len-a", type=float, default=0.0)
-    p.add_argument("--max-len-b", type=int, default=200)
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--beam", type=int, default=5, help="beam size; 1 is greedy decoding (default: %(default)s)")
+    p.add_argument("--lenpen", type=float, default=1.0,
+                   help="length penalty: a finished hypothesis scores sum(log p) / length ** LENPEN; above 1 favors "
+                        "longer outputs (default: %(default)s)")
+    p.add_argument("--max-len-a", type=float, default=0.0,
+                   help="at most MAX_LEN_A x input length + MAX_LEN_B tokens, the input length in fbank frames "
+                        "(S2T) or samples (XMEF) (default: %(default)s)")
+    p.add_argument("--max-len-b", type=int, default=200, help="see --max-len-a (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=8,
+                   help="audio files decoded together (default: %(default)s)")
     p.add_argument("audio", nargs="+", help="audio files (any format librosa/soundfile reads)")
     _trust_pickle_flag(p)
     p.set_defaults(func=_translate)

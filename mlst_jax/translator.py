@@ -60,8 +60,8 @@ class _Family:
     def check_lengths(self, lens: np.ndarray, n_steps: int, config) -> None:
         raise NotImplementedError
 
-    def audio_input(self, waveform, sample_rate: int, cmvn: str, config) -> np.ndarray:
-        """One waveform → the model's input for it (with its input checks)."""
+    def audio_input(self, waveform: np.ndarray, sample_rate: int, cmvn: str, config) -> np.ndarray:
+        """One checked float32 waveform (`_waveform`) → the model's input for it (with this family's checks)."""
         raise NotImplementedError
 
     def lang_id_without_vocab(self, config, tgt_lang: str) -> int:
@@ -133,21 +133,10 @@ class _XMEFFamily(_Family):
             raise ValueError(f"waveform lengths must be in [{lo}, {n_steps}] samples (the encoder needs at least "
                              f"{lo}), got {lens.tolist()}")
 
-    def audio_input(self, waveform, sample_rate, cmvn, config):
+    def audio_input(self, w, sample_rate, cmvn, config):
         if sample_rate != SAMPLE_RATE:
             raise ValueError(f"XMEF needs {SAMPLE_RATE} Hz audio, got {sample_rate} Hz; resample first "
                              f"(e.g. load_audio(path, target_sr={SAMPLE_RATE}) or librosa.resample)")
-        w = np.asarray(waveform)
-        if w.ndim != 1:
-            raise ValueError(f"expected a 1-D mono waveform, got shape {w.shape}; down-mix multi-channel audio first")
-        if w.size == 0:
-            raise ValueError("got an empty waveform (0 samples)")
-        if np.issubdtype(w.dtype, np.signedinteger):
-            w = w / float(np.iinfo(w.dtype).max + 1)
-        w = w.astype(np.float32)
-        if not np.isfinite(w).all():
-            raise ValueError(f"got a waveform with {int(np.count_nonzero(~np.isfinite(w)))} non-finite (NaN/inf) "
-                             "samples")
         if w.size < self.min_length(config):
             raise ValueError(f"waveform too short: {w.size} samples, the encoder needs at least "
                              f"{self.min_length(config)}")
@@ -184,6 +173,39 @@ class _JointFamily(_XMEFFamily):
 _FAMILIES = {f.architecture: f for f in (_S2TFamily(), _XMEFFamily(), _JointFamily())}
 
 
+def _waveform(waveform) -> np.ndarray:
+    """A 1-D, non-empty, finite float32 waveform (signed integer PCM scaled by its full range); ValueError else."""
+    w = np.asarray(waveform)
+    if w.ndim != 1:
+        raise ValueError(f"expected a 1-D mono waveform, got shape {w.shape}; down-mix multi-channel audio first")
+    if w.size == 0:
+        raise ValueError("got an empty waveform (0 samples)")
+    if np.issubdtype(w.dtype, np.signedinteger):
+        w = w / float(np.iinfo(w.dtype).max + 1)
+    w = w.astype(np.float32)
+    if not np.isfinite(w).all():
+        raise ValueError(f"got a waveform with {int(np.count_nonzero(~np.isfinite(w)))} non-finite (NaN/inf) "
+                         "samples")
+    return w
+
+
+def _number(x) -> str:
+    return np.format_float_positional(float(x), precision=6, trim="0")
+
+
+def _level(w: np.ndarray) -> tuple[np.ndarray, str | None]:
+    """(the waveform to translate, a warning or None): a constant waveform is silence and is translated as it is;
+    one with samples beyond [-1, 1] is scaled to peak 1.0 (a gain change, which utterance normalization undoes
+    anyway, so that models with cmvn='none' see the level they were trained on)."""
+    lo, hi = w.min(), w.max()
+    if lo == hi:
+        return w, f"silence (all {w.size} samples are {_number(lo)}); translated as it is"
+    peak = max(-lo, hi)
+    if peak > 1.0:
+        return w / peak, f"clipping or unnormalized float input (peak {_number(peak)}); scaled to peak 1.0"
+    return w, None
+
+
 def _family_of(config) -> _Family:
     for family in _FAMILIES.values():
         if isinstance(config, family.config_cls):
@@ -199,17 +221,37 @@ class Translator:
     from the config (`S2TConfig` or `XMEFConfig`). `cmvn`: 'utterance' normalizes each input in `translate`
     (S2T: utterance CMVN of the fbank; XMEF: zero mean / unit variance of the waveform, HF's `do_normalize`),
     'none' leaves it as is. Inputs are padded to bucketed shapes so that repeated calls reuse compiled code.
+    `langs`: the target languages the model serves (an export of one language's parameters of a run with
+    language-specific parameters); None: every language of its vocabulary. `path`: the directory or file it was
+    loaded from (None when built in memory).
     """
 
-    def __init__(self, config: S2TConfig | XMEFConfig, params, vocab=None, cmvn: str = "utterance"):
+    def __init__(self, config: S2TConfig | XMEFConfig, params, vocab=None, cmvn: str = "utterance",
+                 langs=None):
         if cmvn not in ("utterance", "none"):
             raise ValueError(f"cmvn must be 'utterance' or 'none', got {cmvn!r}")
         self.family = _family_of(config)
         self.config, self.vocab, self.cmvn = config, vocab, cmvn
         self.params = jax.tree.map(jnp.asarray, params)
         self.model = self.family.module(config)
+        self.path: Path | None = None
         if vocab is not None and len(vocab) != config.vocab_size:
             raise ValueError(f"vocabulary has {len(vocab)} pieces but the model's vocab_size is {config.vocab_size}")
+        self.langs = langs
+
+    @property
+    def langs(self) -> tuple[str, ...] | None:
+        return self._langs
+
+    @langs.setter
+    def langs(self, langs) -> None:
+        if langs is not None:
+            langs = tuple(langs)
+            if not langs:
+                raise ValueError("langs must name at least one language (None: every language)")
+            for lang in langs:
+                self._tag_id(lang)  # ValueError for a language the model has no tag for
+        self._langs = langs
 
     # -- loading and saving --------------------------------------------------------------------------
 
@@ -226,15 +268,17 @@ class Translator:
 
         path = Path(path)
         if (path / MODEL_FILE).is_file():
-            return cls._load_own(path)
-        model, kind, config, params = load_translation_model(path, trust_pickle=trust_pickle)
-        family = _family_of(config)
-        cmvn = "utterance"
-        if model == "xmef":
-            from mlst_jax.convert.xmef import waveform_normalization
+            translator = cls._load_own(path)
+        else:
+            model, kind, config, params = load_translation_model(path, trust_pickle=trust_pickle)
+            cmvn = "utterance"
+            if model == "xmef":
+                from mlst_jax.convert.xmef import waveform_normalization
 
-            cmvn = waveform_normalization(path)
-        return cls(config, params, family.load_vocab(path, kind), cmvn)
+                cmvn = waveform_normalization(path)
+            translator = cls(config, params, _family_of(config).load_vocab(path, kind), cmvn)
+        translator.path = path
+        return translator
 
     @classmethod
     def _load_own(cls, path: Path) -> "Translator":
@@ -253,16 +297,19 @@ class Translator:
         else:  # an XMEF model's mBART-50 SentencePiece model alone
             vocab = load_mbart50_vocab(path) if isinstance(family, _XMEFFamily) else None
         params = traverse_util.unflatten_dict(load_file(str(path / PARAMS_FILE)), sep="/")
-        return cls(family.config_cls.from_dict(meta["config"]), params, vocab, meta.get("cmvn", "utterance"))
+        return cls(family.config_cls.from_dict(meta["config"]), params, vocab, meta.get("cmvn", "utterance"),
+                   meta.get("langs"))
 
     def save(self, path: str | Path) -> None:
-        """Writes `mlst_model.json`, `params.safetensors` and the vocabulary files (`vocab.json` +
-        `sentencepiece.bpe.model`, or for an mBART-50 vocabulary `sentencepiece.bpe.model` alone)."""
+        """Writes `mlst_model.json` (architecture, config, cmvn, langs), `params.safetensors` and the vocabulary
+        files (`vocab.json` + `sentencepiece.bpe.model`, or for an mBART-50 vocabulary `sentencepiece.bpe.model`
+        alone)."""
         from safetensors.numpy import save_file
 
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        meta = {"architecture": self.family.architecture, "config": self.config.to_dict(), "cmvn": self.cmvn}
+        meta = {"architecture": self.family.architecture, "config": self.config.to_dict(), "cmvn": self.cmvn,
+                "langs": None if self.langs is None else list(self.langs)}
         (path / MODEL_FILE).write_text(json.dumps(meta, indent=1))
         flat = traverse_util.flatten_dict(self.params, sep="/")
         save_file({k: np.asarray(v) for k, v in flat.items()}, str(path / PARAMS_FILE))
@@ -296,13 +343,52 @@ class Translator:
     def lang_id(self, tgt_lang: str | int) -> int:
         """Id of the token forced first for `tgt_lang`: an S2T `<lang:xx>` tag or an XMEF mBART-50 language code
         ('de' or 'de_DE'; without a tokenizer placed by mBART-50's vocabulary layout), or `tgt_lang` itself when it
-        is an id."""
+        is an id. ValueError when the model does not serve that language (`langs`), naming the exported model
+        beside it that does."""
+        tag = self._tag_id(tgt_lang)
+        if self.langs is not None and not self._serves(self.langs, tag):
+            where = "this model" if self.path is None else str(self.path)
+            wanted = tgt_lang if isinstance(tgt_lang, str) else f"token id {tgt_lang}"
+            served = f"{where} serves {', '.join(self.langs)} only"
+            others = self._exports_serving(tag)
+            raise ValueError(f"{served}; translate into {wanted} with {' or '.join(others)}" if others
+                             else f"{served}, not {wanted}")
+        return tag
+
+    def _tag_id(self, tgt_lang: str | int) -> int:
         if isinstance(tgt_lang, (int, np.integer)):
             self._check_ids(np.asarray([tgt_lang]))
             return int(tgt_lang)
         if self.vocab is None:
             return self.family.lang_id_without_vocab(self.config, tgt_lang)
         return self.vocab.lang_id(tgt_lang)
+
+    def _serves(self, langs, tag: int) -> bool:
+        """Whether one of `langs` has the tag `tag` (so 'de' and 'de_DE' name the same mBART-50 language)."""
+        for lang in langs:
+            try:
+                if self._tag_id(lang) == tag:
+                    return True
+            except ValueError:
+                pass
+        return False
+
+    def _exports_serving(self, tag: int) -> list[str]:
+        """The exported models beside `path` (the other `out/<lang>` of `mlst average`) that serve `tag`."""
+        if self.path is None:
+            return []
+        here = self.path if self.path.name else self.path.resolve()  # '.' has no parent to search
+        found = []
+        for meta_file in sorted(here.parent.glob(f"*/{MODEL_FILE}")):
+            if meta_file.parent.name == here.name:
+                continue
+            try:
+                langs = json.loads(meta_file.read_text()).get("langs")
+            except (OSError, ValueError):
+                continue
+            if langs and self._serves(langs, tag):
+                found.append(str(here.parent / meta_file.parent.name))
+        return found
 
     # -- inference -----------------------------------------------------------------------------------
 
@@ -384,19 +470,38 @@ class Translator:
             ids[i, : len(r)] = r
         return [self.vocab.decode(h) for h in self.generate_from_text(ids, tgt_lang, **generate_kw)]
 
-    def translate(self, waveforms, sample_rate: int, tgt_lang: str, **generate_kw) -> list[str]:
+    def translate(self, waveforms, sample_rate: int, tgt_lang: str, names=None, **generate_kw) -> list[str]:
         """Waveforms (a list of 1-D float arrays in [-1, 1]) → detokenized translations. S2T: fbank (+ CMVN);
-        XMEF: the 16 kHz waveforms themselves (normalized when cmvn='utterance'). `generate_kw` go to `generate`."""
+        XMEF: the 16 kHz waveforms themselves (normalized when cmvn='utterance'). `generate_kw` go to `generate`.
+
+        `names` (e.g. file names; default `waveforms[i]`) name each input in its errors and warnings. A constant
+        waveform (silence) is translated as it is, with a warning; one with samples beyond [-1, 1] is scaled to
+        peak 1.0, with a warning."""
         if self.vocab is None:
             raise ValueError(self.family.no_vocab)
         if isinstance(waveforms, np.ndarray) and waveforms.ndim == 1:
             waveforms = [waveforms]
-        inputs = [self.family.audio_input(w, sample_rate, self.cmvn, self.config) for w in waveforms]
+        names = [f"waveforms[{i}]" for i in range(len(waveforms))] if names is None else list(names)
+        if len(names) != len(waveforms):
+            raise ValueError(f"{len(names)} names for {len(waveforms)} waveforms")
+        self.lang_id(tgt_lang)  # an unknown or unserved language fails before any audio is processed
+        inputs = [self._audio_input(w, sample_rate, name) for w, name in zip(waveforms, names)]
         lens = np.array([len(x) for x in inputs], np.int32)
         batch = np.zeros((len(inputs), lens.max(), *inputs[0].shape[1:]), np.float32)
         for i, x in enumerate(inputs):
             batch[i, : len(x)] = x
         return [self.vocab.decode(ids) for ids in self.generate(batch, lens, tgt_lang, **generate_kw)]
+
+    def _audio_input(self, waveform, sample_rate: int, name: str) -> np.ndarray:
+        """One waveform → the model's input; its errors and level warnings (`_level`) name it."""
+        try:
+            w, warning = _level(_waveform(waveform))
+            x = self.family.audio_input(w, sample_rate, self.cmvn, self.config)
+        except ValueError as e:
+            raise ValueError(f"{name}: {e}") from None
+        if warning:
+            log.warning("%s: %s", name, warning)
+        return x
 
 
 def _strip(row: np.ndarray, eos: int, pad: int) -> list[int]:

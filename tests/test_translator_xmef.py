@@ -3,6 +3,7 @@ directory: logits and greedy decoding against HF, the mBART-50 language codes, t
 save → from_pretrained, and `mlst translate`. Conventions (tiny config, perturbed weights) follow
 tests/test_xmef.py."""
 import json
+import logging
 import shutil
 
 import jax
@@ -132,6 +133,32 @@ def test_unknown_language(env):
         t.translate([np.zeros(20, np.float32)], 16000, "de")
     with pytest.raises(ValueError, match="16000 Hz"):
         t.translate([env["wav"][0]], 8000, "de")
+
+
+def test_export_serving_one_language_accepts_its_codes_only(env, tmp_path):
+    """An export recording langs ('de',) answers for 'de' and 'de_DE' (the same mBART-50 code), not for 'fr'."""
+    t = env["t"]
+    Translator(t.config, t.params, t.vocab, t.cmvn, langs=("de",)).save(tmp_path / "de")
+    de = Translator.from_pretrained(tmp_path / "de")
+    assert de.langs == ("de",) and de.lang_id("de_DE") == de.lang_id("de") == t.lang_id("de")
+    with pytest.raises(ValueError) as e:
+        de.generate(env["wav"], env["lens"], "fr_XX", beam_size=1, max_len_b=MAX_B)
+    assert str(e.value) == f"{tmp_path / 'de'} serves de only, not fr_XX"
+
+
+def test_silence_and_unnormalized_audio_warn(env, caplog):
+    t = env["t"]
+    wav = env["wav"][0, : LENGTHS[0]]
+    loud = np.clip(100 * wav, -8.0, 8.0)  # peak exactly 8
+    kw = dict(beam_size=1, max_len_b=MAX_B)
+    with caplog.at_level(logging.WARNING, logger="mlst_jax.translator"):
+        texts = t.translate([np.zeros(1600, np.float32), loud], 16000, "de", names=["zero.wav", "loud.wav"], **kw)
+    assert [r.getMessage() for r in caplog.records] == [
+        "zero.wav: silence (all 1600 samples are 0.0); translated as it is",
+        "loud.wav: clipping or unnormalized float input (peak 8.0); scaled to peak 1.0"]
+    assert texts[1] == t.translate([loud / 8.0], 16000, "de", **kw)[0]
+    raw = Translator(t.config, t.params, t.vocab, "none")  # no normalization: the model sees the scaled samples
+    np.testing.assert_array_equal(raw._audio_input(loud, 16000, "loud.wav"), loud / 8.0)
 
 
 def test_other_checkpoints_are_refused(tmp_path):

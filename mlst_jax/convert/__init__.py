@@ -16,7 +16,8 @@ ACCEPTED = ("hf: a directory with config.json (model_type 'speech_to_text') and 
             "checkpoint*.pt")
 TRANSLATION_ACCEPTED = (ACCEPTED + "; xmef: an HF SpeechEncoderDecoderModel directory (config.json with model_type "
                         "'speech-encoder-decoder', a wav2vec2 encoder and an mbart decoder) and model.safetensors or "
-                        "pytorch_model.bin")
+                        "pytorch_model.bin; exported: a directory with mlst_model.json and params.safetensors (what "
+                        "`mlst average` and Translator.save write)")
 
 __all__ = ["load_checkpoint", "load_pretrained", "load_translation_model", "convert", "load_hf_speech2text",
            "save_hf_speech2text", "load_fairseq_s2t", "save_fairseq_s2t"]
@@ -34,12 +35,17 @@ def hf_model_type(path: str | Path) -> str | None:
 
 
 def detect_kind(path: str | Path, accepted: str = ACCEPTED) -> tuple[str, Path]:
-    """('hf' | 'fairseq', the path to load) for an S2T checkpoint path; ValueError when it is neither (listing
-    `accepted`)."""
+    """('hf' | 'fairseq', the path to load) for an S2T checkpoint path; ValueError when it is neither, saying what
+    `path` is when that is known (missing, a training run, a folder of exported models), else listing `accepted`."""
     path = Path(path)
+    if not path.exists():
+        raise ValueError(f"{path} does not exist")
     if path.is_dir():
         if (path / "config.json").exists():
             model_type = hf_model_type(path)
+            if model_type is None and (path / "checkpoints").is_dir():
+                raise ValueError(f"{path} is a training run: export it with `mlst average --workdir {path} --out "
+                                 "MODEL_DIR` first")
             if model_type == "speech_to_text":
                 return "hf", path
             if model_type == "speech-encoder-decoder":
@@ -55,6 +61,12 @@ def detect_kind(path: str | Path, accepted: str = ACCEPTED) -> tuple[str, Path]:
         if pts:
             raise ValueError(f"{path}: holds {len(pts)} checkpoints ({', '.join(p.name for p in pts)}); "
                              "name the one to load")
+        from mlst_jax.translator import MODEL_FILE
+
+        exports = sorted(p.parent.name for p in path.glob(f"*/{MODEL_FILE}"))
+        if exports:
+            raise ValueError(f"{path} is not a model but holds exported models ({', '.join(exports)}): pass the one "
+                             f"that serves the target language, e.g. {path / exports[0]}")
     elif path.is_file() and path.suffix == ".pt":
         return "fairseq", path
     raise ValueError(f"{path}: not a supported checkpoint; accepted: {accepted}")

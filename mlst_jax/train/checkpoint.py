@@ -8,7 +8,10 @@ the newest readable step directly into the shardings of an abstract target; a st
 """
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import re
 import signal
 import threading
 from pathlib import Path
@@ -23,6 +26,67 @@ __all__ = ["Checkpointer", "Restored", "PreemptionFlag", "save_on_preemption"]
 logger = logging.getLogger(__name__)
 
 _ITEMS = ("state", "data", "config", "sharing_plan")
+
+
+class _NoItemMetadataWarning(logging.Filter):
+    """Orbax warns once per read that a step's item directory has no `_CHECKPOINT_METADATA` (it sits one level up,
+    in the step directory): a message about its own layout that a user can do nothing about."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Metadata file does not exist")
+
+
+logging.getLogger("absl").addFilter(_NoItemMetadataWarning())
+
+
+def _reason(e: Exception, limit: int = 300) -> str:
+    """One line of an exception; for TensorStore's nested "CODE: Error opening ...: Error reading ...: cause
+    [tensorstore_spec=...]" its code and innermost cause."""
+    text = " ".join(re.sub(r"\s*\[tensorstore_spec.*", "", str(e), flags=re.S).split())
+    nested = re.match(r"^([A-Z_]+): (?:.*: )?(.+)$", text)
+    if nested and ": " in text[len(nested.group(1)) + 2:]:
+        text = f"{nested.group(1)}: ... {nested.group(2)}"
+    text = f"{type(e).__name__}: {text}"
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
+class _LoopDroppingLateCallbacks(asyncio.SelectorEventLoop):
+    """An event loop for restores that drops what their abandoned reads leave behind. When an Orbax restore fails,
+    the TensorStore reads it started for the other arrays complete later and schedule their results on the restore's
+    closed loop: the default loop raises "Event loop is closed" for each, and TensorStore prints every traceback
+    (thousands of lines for a real model); and the reads that failed too log "exception was never retrieved" with
+    their full tracebacks. The restore's own error is raised (and reported once) all the same."""
+
+    def call_exception_handler(self, context):
+        if str(context.get("message", "")).endswith("exception was never retrieved"):
+            return
+        super().call_exception_handler(context)
+
+    def call_soon_threadsafe(self, callback, *args, context=None):
+        if self.is_closed():
+            return None
+        try:
+            return super().call_soon_threadsafe(callback, *args, context=context)
+        except RuntimeError:
+            if self.is_closed():  # closed between the check and the call
+                return None
+            raise
+
+
+class _DropLateCallbacksPolicy(asyncio.DefaultEventLoopPolicy):
+    def new_event_loop(self):
+        return _LoopDroppingLateCallbacks()
+
+
+@contextlib.contextmanager
+def _loops_dropping_late_callbacks():
+    """New event loops (Orbax makes one per restore) are `_LoopDroppingLateCallbacks` within the block."""
+    previous = asyncio.get_event_loop_policy()
+    asyncio.set_event_loop_policy(_DropLateCallbacksPolicy())
+    try:
+        yield
+    finally:
+        asyncio.set_event_loop_policy(previous)
 
 
 class Restored(NamedTuple):
@@ -99,12 +163,14 @@ class Checkpointer:
         self.wait()
         for step in reversed(self.all_steps()):
             try:
-                return self.restore(step, abstract_state)
+                with _loops_dropping_late_callbacks():
+                    return self.restore(step, abstract_state)
             except Exception as e:  # noqa: BLE001 - any read error means the step is unusable
                 path = self.directory / str(step)
                 bad = path.with_name(f"{step}.corrupt")
-                logger.warning("checkpoint step %d in %s cannot be restored (%s: %s); moved to %s, falling back "
-                               "to the previous step", step, self.directory, type(e).__name__, e, bad.name)
+                logger.warning("checkpoint step %d in %s cannot be restored (%s); moved to %s, falling back to the "
+                               "previous step", step, self.directory, _reason(e), bad.name)
+                logger.debug("checkpoint step %d: %r", step, e)
                 if jax.process_index() == 0 and path.exists():
                     path.rename(bad)
                 self.manager.reload()

@@ -131,10 +131,19 @@ def workdir_config(workdir: str | Path) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(json.loads(path.read_text()))
 
 
+def _check_run_dir(workdir: str | Path) -> None:
+    """ValueError unless `workdir` is a training run directory (one with checkpoints/)."""
+    if not Path(workdir).is_dir():
+        raise ValueError(f"{workdir} does not exist")
+    if not (Path(workdir) / "checkpoints").is_dir():
+        raise ValueError(f"{workdir} has no checkpoints/: not a training run directory")
+
+
 def average_and_export(config: ml_collections.ConfigDict, workdir: str | Path, last: int,
                        out: str | Path) -> dict:
     """Averages the last `last` checkpoints of `workdir` and writes them as a `Translator` directory `out`
-    (one `out/<stream>` per stream when the run has language-specific parameters)."""
+    (one `out/<stream>` per stream when the run has language-specific parameters, each recording the target
+    language it serves)."""
     from mlst_jax.train import trainer
     from mlst_jax.train.tasks import get_task
 
@@ -144,9 +153,7 @@ def average_and_export(config: ml_collections.ConfigDict, workdir: str | Path, l
         raise ValueError("data.cmvn='global': exported models apply utterance CMVN or none")
     if last < 1:
         raise ValueError(f"--last {last} must be >= 1")
-    directory = Path(workdir) / "checkpoints"
-    if not directory.is_dir():
-        raise ValueError(f"{directory} does not exist (is {workdir} a training run's workdir?)")
+    _check_run_dir(workdir)
     prefix = Path(workdir) / "vocab" / "spm.model"
     if task.family == "s2t" and not c.data.vocab and not prefix.is_file():
         raise ValueError(f"{prefix} does not exist and the config names no data.vocab")
@@ -159,14 +166,18 @@ def average_and_export(config: ml_collections.ConfigDict, workdir: str | Path, l
     if plan.is_shared:
         task.translator(model_cfg, params, vocab).save(out)
         return {"steps": steps, "out": [str(out)]}
+    tgt = {s.name: s.tgt for s in task.streams()}
     for lang in plan.langs:
-        task.translator(model_cfg, plan.view(params, lang), vocab).save(out / lang)
+        translator = task.translator(model_cfg, plan.view(params, lang), vocab)
+        translator.langs = (tgt[lang],)
+        translator.save(out / lang)
     return {"steps": steps, "out": [str(out / lang) for lang in plan.langs]}
 
 
 def _average(args) -> int:
     if args.config_overrides and not args.config:
         raise ValueError(f"{' '.join(args.config_overrides)}: config overrides need --config")
+    _check_run_dir(args.workdir)
     config = load_config(args.config, args.config_overrides) if args.config else workdir_config(args.workdir)
     _print(average_and_export(config, args.workdir, args.last, args.out))
     return 0
