@@ -2,10 +2,11 @@
 
     python -m mlst_jax.main --config configs/synth_tiny.py --workdir DIR [--config.train.max_updates=100 ...]
 
-Multi-process runs call `jax.distributed.initialize()` when `--coordinator_address` (or
-`JAX_COORDINATOR_ADDRESS`) is given, or with `--distributed` from the cluster environment (SLURM, Cloud TPU,
-...); see `mlst_jax/train/distributed.py`. A diverged run (NaN/inf loss) exits with status 1 and names the
-last good checkpoint.
+The config and its `--config.FIELD=VALUE` overrides are read and checked as by `mlst train` (`load_config`): a
+bad file or field is one line naming it, and exit status 2. Multi-process runs call `jax.distributed.initialize()`
+when `--coordinator_address` (or `JAX_COORDINATOR_ADDRESS`) is given, or with `--distributed` from the cluster
+environment (SLURM, Cloud TPU, ...); see `mlst_jax/train/distributed.py`. A diverged run (NaN/inf loss) exits with
+status 1 and names the last good checkpoint.
 `--mode=evaluate` scores the averaged last checkpoints on `--split` (default: `data.test_split`).
 """
 from __future__ import annotations
@@ -15,10 +16,9 @@ import logging
 import sys
 
 from absl import app, flags
-from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config file (configs/*.py)",
-                                          lock_config=True)
+_CONFIG = flags.DEFINE_string("config", None, "experiment config FILE[:ARG]; then --config.FIELD=VALUE overrides",
+                              required=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "checkpoints, metrics and the vocabulary go here", required=True)
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "evaluate"], "train (and evaluate on dev) or evaluate only")
 _SPLIT = flags.DEFINE_string("split", None, "corpus split for --mode=evaluate")
@@ -28,19 +28,44 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "this process's index (wi
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False, "call jax.distributed.initialize() with auto-detection")
 
 
-def main(argv) -> None:
+def _usage_error(e: Exception) -> None:
+    print(f"python -m mlst_jax.main: error: {e}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _parse(argv: list[str]) -> tuple[list[str], list[str]]:
+    """absl's flags from `argv`, and the `--config.FIELD=VALUE` (or `--config.FIELD VALUE`) overrides apart."""
+    rest, overrides, args = argv[:1], [], iter(argv[1:])
+    for arg in args:
+        if arg.startswith("--config."):
+            overrides.append(arg)
+            if "=" not in arg:
+                overrides.append(next(args, ""))
+        else:
+            rest.append(arg)
+    try:
+        return flags.FLAGS(rest), overrides
+    except flags.Error as e:
+        _usage_error(e)
+
+
+def main(parsed: tuple[list[str], list[str]]) -> None:
     """Runs training or evaluation for the parsed flags."""
+    argv, overrides = parsed
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from mlst_jax.train.cli_train import load_config
+
+    try:
+        config = load_config(_CONFIG.value, overrides)
+    except ValueError as e:
+        _usage_error(e)
     logging.getLogger().setLevel(logging.INFO)
     from mlst_jax.train import distributed
 
     distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, auto=_DISTRIBUTED.value)
     from mlst_jax.train import trainer
 
-    config = _CONFIG.value
-    if config is None:
-        raise app.UsageError("--config is required")
     if _MODE.value == "train":
         try:
             result = trainer.train_and_evaluate(config, _WORKDIR.value)
@@ -52,4 +77,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=_parse)

@@ -59,9 +59,9 @@ def _params(args) -> int:
 def _differentiate(args) -> int:
     from mlst_jax.sharing.training import differentiate
 
-    plan = differentiate(args.checkpoint, args.out, args.budget, multiway_split=args.multiway,
-                         max_utterances=args.max_utterances, progress=not args.quiet)
-    print(json.dumps({"out": args.out, "budget": args.budget,
+    plan, multiple, capped = differentiate(args.checkpoint, args.out, args.budget, multiway_split=args.multiway,
+                                           max_utterances=args.max_utterances, progress=not args.quiet)
+    print(json.dumps({"out": args.out, "budget": args.budget, "multiple": round(multiple, 4), "capped": capped,
                       "language_specific_units": sum(t.num_copies > 1 for t in plan.units().values()),
                       "plan": plan.to_json()["tables"] if args.verbose_plan else None}))
     return 0

@@ -30,7 +30,7 @@ from mlst_jax.train.checkpoint import Checkpointer
 from mlst_jax.train.state import TrainState, abstract_train_state, create_train_state, shardings_of
 
 __all__ = ["saved_plan", "start_plan_and_state", "gradient_similarities", "budget_reached", "splittable", "Source",
-           "load_source", "IterativeSchedule", "differentiate", "graft"]
+           "load_source", "IterativeSchedule", "differentiate", "Differentiated", "graft"]
 
 logger = logging.getLogger(__name__)
 
@@ -117,9 +117,10 @@ def _next_plan(c, start: SharingPlan, base: Any, similarity_fn) -> SharingPlan:
     return make_plan(c.sharing.strategy, base, start.langs)
 
 
-def start_plan_and_state(c, langs, model, tx, rng, example, mesh, base: Any, vocab, workdir: Path):
+def start_plan_and_state(c, langs, model, tx, rng, example, mesh, base: Any, vocab, workdir: Path,
+                         progress: bool = True):
     """(plan over the streams `langs`, initial TrainState or None, data-iterator state or None) of a run without
-    checkpoints."""
+    checkpoints; `progress`: a progress bar over the task gradients when they are computed."""
     langs = tuple(langs)
     init = c.sharing.init
     if not init:
@@ -134,7 +135,8 @@ def start_plan_and_state(c, langs, model, tx, rng, example, mesh, base: Any, voc
 
     def sims():
         view_params = jax.tree.map(jnp.asarray, src.params)
-        return gradient_similarities(c, model, view_params, src.plan, vocab, out_dir=workdir / "analysis")
+        return gradient_similarities(c, model, view_params, src.plan, vocab, out_dir=workdir / "analysis",
+                                     progress=progress)
     plan = _next_plan(c, src.plan, base, sims)
     logger.info("initializing from %s step %d with plan %s (%.2fM params)", init, src.step, plan,
                 plan.num_params(base) / 1e6)
@@ -237,14 +239,24 @@ def graft(fresh: Any, plan: SharingPlan, src_params: Any, src_plan: SharingPlan)
     return traverse_util.unflatten_dict(out)
 
 
+class Differentiated(NamedTuple):
+    """What `differentiate` made: the plan, its size as a multiple of the shared model's, and whether the cap (every
+    differentiable unit language-specific) stopped it short of the budget."""
+
+    plan: SharingPlan
+    multiple: float
+    capped: bool
+
+
 def differentiate(run: str | Path, out: str | Path, budget: float, *, multiway_split: str | None = None,
-                  max_utterances: int | None = None, progress: bool = True) -> SharingPlan:
+                  max_utterances: int | None = None, progress: bool = True) -> Differentiated:
     """Gradient-guided differentiation of run `run`'s latest checkpoint up to `budget` × the shared size.
 
     Writes `out` as a run directory (config.json, vocab, `checkpoints/<step>` holding the split parameters,
     the split Adam moments and the plan, and `analysis/quadruplets.csv` of the task gradients) that
     `mlst train --init OUT` continues from. A run already at the budget, or at the cap where no unit is left
-    to split, is written unchanged (no task gradients are computed). Returns the plan.
+    to split, is written unchanged (no task gradients are computed); a budget beyond the cap is a warning.
+    `progress`: a progress bar over the task gradients.
     """
     import shutil
 
@@ -280,7 +292,7 @@ def differentiate(run: str | Path, out: str | Path, budget: float, *, multiway_s
     tx = optimizer_of(c, task.trainable_mask(base))
     out.mkdir(parents=True, exist_ok=True)
     plan, state, data_state = start_plan_and_state(c, task.stream_names, model, tx, jax.random.PRNGKey(c.seed),
-                                                   example, mesh, base, vocab, out)
+                                                   example, mesh, base, vocab, out, progress=progress)
     c.sharing.init = ""
     ckpt = Checkpointer(out / "checkpoints", keep=None, async_save=False)
     ckpt.save(state, data_state=data_state, config=c, sharing_plan=plan.to_json())
@@ -289,7 +301,12 @@ def differentiate(run: str | Path, out: str | Path, budget: float, *, multiway_s
         shutil.copytree(run / "vocab", out / "vocab")
     (out / "config.json").write_text(c.to_json_best_effort(indent=1))
     logger.info("differentiated %s -> %s: %s, %.2fM parameters", run, out, plan, plan.num_params(base) / 1e6)
-    return plan
+    multiple = plan.num_params(base) / SharingPlan.shared(base, plan.langs).num_params(base)
+    capped = not budget_reached(plan, base, budget)
+    if capped:
+        logger.warning("budget %gx not reached: every differentiable unit is language-specific at %.2fx (the cap "
+                       "of this model)", budget, multiple)
+    return Differentiated(plan, multiple, capped)
 
 
 class IterativeSchedule:

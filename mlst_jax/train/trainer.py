@@ -54,7 +54,7 @@ def _start_plan(c, task: Task, ckpt: Checkpointer, model, tx, rng, example, mesh
     if latest is not None:
         return sharing_training.saved_plan(ckpt, latest, base, task.stream_names), None, None
     return sharing_training.start_plan_and_state(c, task.stream_names, model, tx, rng, example, mesh, base, vocab,
-                                                 workdir)
+                                                 workdir, progress=c.train.progress and jax.process_index() == 0)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, float]:

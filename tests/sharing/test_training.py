@@ -112,14 +112,16 @@ def shared_raw(shared_run):
     return raw_state(shared_run, 10)
 
 
-def test_differentiate_then_continue_through_the_commands(corpus, shared_run, shared_raw, tmp_path, capsys):
+def test_differentiate_then_continue_through_the_commands(corpus, shared_run, shared_raw, tmp_path, capsys, caplog):
     """`mlst differentiate --budget 2.0` of the trained shared run, then `mlst train --init` from its output."""
     from mlst_jax.cli import main
 
     out = tmp_path / "diff"
     assert main(["differentiate", "--checkpoint", str(shared_run), "--out", str(out), "--budget", "2.0",
                  "--quiet"]) == 0
-    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    out_text, err = capsys.readouterr()
+    printed = json.loads(out_text.strip().splitlines()[-1])
+    assert "task gradients" not in err  # --quiet: no progress bar
     src, shared = load_source(out, LANGS), load_source(shared_run, LANGS)
     plan = src.plan
     base = base_shapes(shared.params, shared.plan)
@@ -134,6 +136,9 @@ def test_differentiate_then_continue_through_the_commands(corpus, shared_run, sh
     else:
         assert 2.0 * n_shared <= n <= 1.03 * 2.0 * n_shared and set(split) <= units
     assert printed["budget"] == 2.0 and printed["language_specific_units"] == len(split) > 0
+    assert printed["multiple"] == round(n / n_shared, 4) and printed["capped"] == (n < 2.0 * n_shared)
+    assert printed["capped"] and "budget 2x not reached: every differentiable unit is language-specific at " \
+        f"{n / n_shared:.2f}x" in caplog.text  # the tiny model's cap lies below 2.0x
     meta = json.loads((out / "checkpoints" / "10" / "sharing_plan" / "metadata").read_text())
     assert meta["plan"] == plan.to_json()
     quads = (out / "analysis" / "quadruplets.csv").read_text().splitlines()
