@@ -1,14 +1,18 @@
-"""Audio file loading: mono float32 at a target sample rate."""
+"""Audio file loading: mono float32 at a target sample rate; counting the files down-mixed or resampled."""
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import os
 import re
 import warnings
+from collections import Counter
+from typing import Iterator
 
 import numpy as np
 
-__all__ = ["load_audio"]
+__all__ = ["load_audio", "AudioConversions", "count_conversions"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +48,7 @@ def load_audio(path: str | os.PathLike, target_sr: int | None = 16000) -> tuple[
     Reads with soundfile, falling back to librosa (audioread) for formats
     soundfile cannot decode. Multi-channel audio is averaged to mono and other
     sample rates are resampled with librosa's soxr backend; both are logged at
-    INFO level with the file name.
+    INFO level with the file name and counted by :func:`count_conversions`.
 
     Args:
       path: audio file path.
@@ -79,8 +83,70 @@ def load_audio(path: str | os.PathLike, target_sr: int | None = 16000) -> tuple[
     return mono_at(audio, sr, target_sr, path), int(sr if target_sr is None else target_sr)
 
 
+@dataclasses.dataclass
+class AudioConversions:
+    """The audio files loaded within :func:`count_conversions`: which were down-mixed and which resampled."""
+
+    loaded: set[str] = dataclasses.field(default_factory=set)
+    channels: dict[str, int] = dataclasses.field(default_factory=dict)
+    resampled: dict[str, tuple[int, int]] = dataclasses.field(default_factory=dict)
+
+    def add(self, path, channels: int, sr: int, target_sr: int | None) -> None:
+        """Count one load of `path` (a file loaded several times, e.g. per segment, counts once)."""
+        path = os.fspath(path)
+        self.loaded.add(path)
+        if channels > 1:
+            self.channels[path] = channels
+        if target_sr is not None and sr != target_sr:
+            self.resampled[path] = (sr, target_sr)
+
+    def summary(self) -> str:
+        """E.g. ``"12 of 400 audio files were stereo (down-mixed to mono), 1 was at 44100 Hz (resampled to
+        16 kHz)"``; empty when nothing was converted."""
+        groups = [(n, f"{'stereo' if c == 2 else f'{c}-channel'} (down-mixed to mono)")
+                  for c, n in sorted(Counter(self.channels.values()).items())]
+        groups += [(n, f"at {sr} Hz (resampled to {_rate(target)})")
+                   for (sr, target), n in sorted(Counter(self.resampled.values()).items())]
+        if not groups:
+            return ""
+        (n, what), total = groups[0], len(self.loaded)
+        first = f"{n} of {total} audio file{'' if total == 1 else 's'} {_was(n)} {what}"
+        return ", ".join([first] + [f"{n} {_was(n)} {what}" for n, what in groups[1:]])
+
+    def log(self, log: logging.Logger | None = None, context: str = "") -> None:
+        """Log the summary as one warning when any file was converted."""
+        if summary := self.summary():
+            (log or logger).warning("%s%s", f"{context}: " if context else "", summary)
+
+
+def _was(n: int) -> str:
+    return "was" if n == 1 else "were"
+
+
+def _rate(hz: int) -> str:
+    return f"{hz // 1000} kHz" if hz % 1000 == 0 else f"{hz} Hz"
+
+
+_COUNTING: list[AudioConversions] = []
+
+
+@contextlib.contextmanager
+def count_conversions() -> Iterator[AudioConversions]:
+    """Count the audio files :func:`load_audio` and ``load_segment`` down-mix or resample within the block, to
+    report them once (``conversions.log(...)``) rather than per file."""
+    conversions = AudioConversions()
+    _COUNTING.append(conversions)
+    try:
+        yield conversions
+    finally:
+        _COUNTING.remove(conversions)
+
+
 def mono_at(audio: np.ndarray, sr: int, target_sr: int | None, path) -> np.ndarray:
-    """[samples, channels] → mono float32 at `target_sr` (None keeps `sr`); logs down-mixing and resampling."""
+    """[samples, channels] → mono float32 at `target_sr` (None keeps `sr`); logs and counts down-mixing and
+    resampling."""
+    for conversions in _COUNTING:
+        conversions.add(path, audio.shape[1], sr, target_sr)
     if audio.shape[1] > 1:
         logger.info("%s: down-mixing %d channels to mono", path, audio.shape[1])
     audio = audio.mean(axis=1, dtype=np.float32)

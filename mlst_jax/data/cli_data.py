@@ -1,10 +1,9 @@
 """The ``mlst data`` subcommands: ``synth`` (synthetic corpora), ``prepare`` (TFDS build) and ``vocab``."""
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
-__all__ = ["add_data_commands", "main"]
+__all__ = ["add_data_commands"]
 
 DATASETS = ("mustc", "covost2", "europarl_st", "synthetic")
 LAYOUTS = ("mustc", "covost2", "europarl_st")
@@ -31,35 +30,41 @@ def _synth(args) -> int:
     return 0
 
 
-class _Collect(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.WARNING)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
-
-
 def _prepare(args) -> int:
-    from mlst_jax.data.tfds_builders import prepare
+    from mlst_jax.data.layouts import SkipReport
+    from mlst_jax.data.tfds_builders import BUILDERS, prepared_builder, tfds_split_name
 
-    dataset, manual, config = args.dataset, Path(args.manual_dir), args.config
+    dataset, manual = args.dataset, Path(args.manual_dir)
     if not manual.is_dir():
         raise ValueError(f"--manual-dir {manual} is not a directory")
     if dataset == "synthetic":
         if not (manual / "mustc").is_dir():
             raise ValueError(f"{manual} holds no mustc/ folder; run `mlst data synth --out {manual}` first")
-        dataset, manual, config = "mustc", manual / "mustc", config or "multilingual"
-    handler = _Collect()
-    log = logging.getLogger("mlst_jax.data")
-    log.addHandler(handler)
-    try:
-        counts = prepare(dataset, manual, args.data_dir, config)
-    finally:
-        log.removeHandler(handler)
-    for split, n in counts.items():
-        print(f"{split}: {n} examples")
-    print("\n".join(handler.messages) if handler.messages else "no utterances skipped")
+        dataset, manual = "mustc", manual / "mustc"
+    builder_cls = BUILDERS[dataset]
+    configs = [s.strip() for s in (args.config or "").split(",") if s.strip()] or builder_cls.directions(manual)
+    if not configs:
+        raise ValueError(f"{manual}: no {dataset} direction found; name the configs with --config")
+    known = [c.name for c in builder_cls.BUILDER_CONFIGS]
+    if unknown := [c for c in configs if c not in known]:
+        raise ValueError(f"--config: {dataset} has no config {', '.join(unknown)} (it has "
+                         f"{', '.join(c for c in known if not c.endswith('.fbank'))}, each also as <name>.fbank)")
+    skipped, built = SkipReport(), False
+    for config in configs:
+        builder = prepared_builder(dataset, manual, args.data_dir, config)
+        counts = ", ".join(f"{s} {builder.info.splits[tfds_split_name(s)].num_examples}"
+                           for s in builder.corpus_splits())
+        print(f"{builder.full_config_name} examples: {counts}" + ("" if builder.built else " (up to date)"))
+        built |= builder.built
+        for report in builder.skip_reports.values():
+            skipped.merge(report)
+    if not built:
+        print("nothing rebuilt: the prepared data is up to date")
+    elif skipped.total:
+        reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(skipped.counts.items()))
+        print(f"skipped {skipped.total} utterance(s) ({reasons}); the warnings above list them")
+    else:
+        print("no utterances skipped")
     return 0
 
 
@@ -112,32 +117,42 @@ def add_data_commands(subparsers) -> None:
     p = sub.add_parser("synth", help="generate a synthetic multilingual speech-translation corpus")
     p.add_argument("--out", required=True, help="output root (one folder per layout plus manifest.json)")
     p.add_argument("--size", choices=SIZES, default="tiny",
-                   help="tiny: 48/16/16 utterances per direction; demo: MuST-C 10000/300/500; large: 100k")
-    p.add_argument("--seed", type=int, default=0)
+                   help="tiny: 48/16/16 utterances per direction; demo: MuST-C 10000/300/500; large: 100k "
+                        "(default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="sentence and voice seed (default: %(default)s)")
     p.add_argument("--lexicon", choices=lexicon_subsets(), default="full",
-                   help="the words sentences draw on: full (default), or demo (26 nouns, 10 adjectives, 16 verbs, "
-                        "numbers up to 12; the corpus of `make demo`)")
-    p.add_argument("--layouts", default="mustc", help=f"comma-separated subset of {','.join(LAYOUTS)}")
-    p.add_argument("--langs", default=",".join(LANGS), help="comma-separated languages to write (English and at "
-                                                            "least one other; default: all 9)")
-    p.add_argument("--max-words", type=int, default=None, help="only sentences of at most this many English words")
-    p.add_argument("--noise-snr", type=float, default=None, help="add white/pink noise at this SNR in dB")
+                   help="the words sentences draw on: full, or demo (26 nouns, 10 adjectives, 16 verbs, numbers up "
+                        "to 12; the corpus of `make demo`) (default: %(default)s)")
+    p.add_argument("--layouts", default="mustc",
+                   help=f"comma-separated layouts to write, a subset of {','.join(LAYOUTS)} (default: %(default)s)")
+    p.add_argument("--langs", default=",".join(LANGS), help="comma-separated languages to write, English and at "
+                                                            "least one other (default: %(default)s)")
+    p.add_argument("--max-words", type=int, default=None,
+                   help="only sentences of at most this many English words (default: no limit)")
+    p.add_argument("--noise-snr", type=float, default=None,
+                   help="add white/pink noise at this SNR in dB (default: no noise)")
     p.add_argument("--workers", type=int, default=None, help="synthesis processes (default: CPU count)")
     p.add_argument("--overwrite", action="store_true", help="replace existing layout folders")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_synth)
 
-    p = sub.add_parser("prepare", help="build TFDS ArrayRecord files from a corpus in its original layout")
+    p = sub.add_parser("prepare", help="build TFDS ArrayRecord files from a corpus in its original layout, ahead of "
+                                       "training (which prepares what it reads itself when missing or stale)")
     p.add_argument("--dataset", required=True, choices=DATASETS,
-                   help="synthetic: the MuST-C layout of a `mlst data synth` output (multilingual config)")
+                   help="synthetic: the MuST-C layout of a `mlst data synth` output")
     p.add_argument("--manual-dir", required=True, help="corpus root (for synthetic: the synth output root)")
-    p.add_argument("--data-dir", required=True, help="TFDS data dir to write into")
-    p.add_argument("--config", default=None, help="builder config, e.g. en-de, en-de.fbank, multilingual, fr_en")
+    p.add_argument("--data-dir", required=True, help="TFDS data dir to write into (training's data.data_dir)")
+    p.add_argument("--config", default=None,
+                   help="comma-separated builder configs, e.g. en-de,en-es or en-de.fbank (training with "
+                        "data.features=fbank), multilingual, fr_en (default: every direction in the manual dir, "
+                        "audio features: the configs training reads)")
     p.set_defaults(func=_prepare)
 
     p = sub.add_parser("vocab", help="train the joint SentencePiece target vocabulary of a MuST-C root")
     p.add_argument("--manual-dir", required=True, help="MuST-C root (or a `mlst data synth` output root)")
-    p.add_argument("--size", type=int, default=10000, help="vocabulary size, specials and language tags included")
+    p.add_argument("--size", type=int, default=10000,
+                   help="vocabulary size, specials and language tags included (default: %(default)s)")
     p.add_argument("--out", required=True, help="model prefix: writes <out>.model and <out>.vocab")
-    p.add_argument("--splits", default="train", help="comma-separated splits whose target texts are used")
+    p.add_argument("--splits", default="train",
+                   help="comma-separated splits whose target texts are used (default: %(default)s)")
     p.set_defaults(func=_vocab)

@@ -35,6 +35,10 @@ Problems with single utterances (empty text, a segment past the end of its
 audio, missing or unreadable audio, a non-positive duration) are skipped and
 counted in a :class:`SkipReport`, or raise with ``on_bad_utterance="raise"``.
 A reader given no report logs its own summary once exhausted.
+
+``mustc_files``, ``covost2_files`` and ``europarl_st_files`` list the files a
+reader reads for one split (without opening audio), for fingerprinting a
+prepared data set.
 """
 from __future__ import annotations
 
@@ -59,6 +63,9 @@ __all__ = [
     "read_mustc",
     "read_covost2",
     "read_europarl_st",
+    "mustc_files",
+    "covost2_files",
+    "europarl_st_files",
     "probe_audio",
     "load_segment",
     "read_text_lines",
@@ -165,7 +172,7 @@ def read_text_lines(path: str | os.PathLike) -> list[str]:
 
 def _require(path: Path, what: str) -> Path:
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: {what} not found")
+        raise ValueError(f"{path}: {what} not found")
     return path
 
 
@@ -238,7 +245,8 @@ def load_segment(
     Seeks with soundfile where it can (WAV/FLAC/MP3...), else decodes the whole
     file with :func:`mlst_jax.audio.load_audio`. Sample positions are
     ``round(seconds * file_rate)``. Down-mixing and resampling to ``target_sr``
-    are logged at INFO level with the file name.
+    are logged at INFO level with the file name and counted by
+    :func:`mlst_jax.audio.io.count_conversions`.
 
     Raises:
       ValueError: naming the file if it is unreadable, the segment is empty, lies
@@ -415,9 +423,8 @@ def read_mustc(
     Yields talks in order of first appearance, segments sorted by offset.
 
     Raises:
-      FileNotFoundError: for a missing yaml or text file.
-      ValueError: for line counts that differ between the yaml and text files,
-        non-UTF-8 text or malformed yaml entries (``file:line``).
+      ValueError: for a missing yaml or text file, line counts that differ between the yaml and text
+        files, non-UTF-8 text or malformed yaml entries (``file:line``).
     """
     checker = _Checker(report, on_bad_utterance, f"MuST-C {pair} {split}")
     src, tgt = _split_pair(pair, "-")
@@ -452,6 +459,15 @@ def read_mustc(
     checker.finish()
 
 
+def mustc_files(root: str | os.PathLike, pair: str, split: str) -> list[Path]:
+    """The files :func:`read_mustc` reads for one direction and split: the yaml, both texts and the talks' wavs."""
+    src, tgt = _split_pair(pair, "-")
+    base = Path(root) / pair / "data" / split
+    wav = base / "wav"
+    talks = sorted(wav / e.name for e in os.scandir(wav) if e.is_file()) if wav.is_dir() else []
+    return [base / "txt" / f"{split}.{ext}" for ext in ("yaml", src, tgt)] + talks
+
+
 def _read_tsv(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
     lines = read_text_lines(path)
     if not lines:
@@ -478,24 +494,41 @@ def _first_file(candidates: list[Path]) -> Path | None:
     return next((p for p in candidates if p.is_file()), None)
 
 
-def _covost_rows(root: Path, src: str, tgt: str, split: str) -> tuple[list[tuple[str, dict[str, str]]], list[str]]:
-    """``(where, row)`` pairs with keys path/sentence/translation/client_id, plus rows lacking a transcript."""
+def _covost_tsv(root: Path, src: str, tgt: str, split: str) -> tuple[Path, bool]:
+    """The TSV holding a split's rows and whether it is a per-split TSV (else the release TSV)."""
     stem = f"covost_v2.{src}_{tgt}"
     dirs = [root / f"{src}_{tgt}", root, root / src]
     split_tsv = _first_file([d / f"{stem}.{split}.tsv" for d in dirs])
     if split_tsv is not None:
-        rows = _read_tsv(split_tsv, ("path", "sentence", "translation"))
-        return [(f"{split_tsv}:{i}", r) for i, r in rows], []
+        return split_tsv, True
     full_tsv = _first_file([d / f"{stem}.tsv" for d in dirs])
     if full_tsv is None:
-        raise FileNotFoundError(
-            f"no CoVoST 2 TSV for {src}->{tgt} split {split!r}: looked for {stem}.{split}.tsv and {stem}.tsv "
-            f"in {', '.join(str(d) for d in dirs)}"
+        raise ValueError(
+            f"{root} is not a CoVoST 2 release for {src}->{tgt}: no {stem}.tsv or {stem}.{split}.tsv in "
+            f"{', '.join(str(d) for d in dirs)}"
         )
+    return full_tsv, False
+
+
+def _covost_split_rows(tsv: Path, split: str) -> list[tuple[int, dict[str, str]]]:
     wanted = {split, f"{split}_covost"} if split == "train" else {split}
-    rows = [(i, r) for i, r in _read_tsv(full_tsv, ("path", "translation", "split")) if r["split"] in wanted]
+    return [(i, r) for i, r in _read_tsv(tsv, ("path", "translation", "split")) if r["split"] in wanted]
+
+
+def _joins_validated(rows: list[tuple[int, dict[str, str]]]) -> bool:
+    """Whether release TSV rows take their sentence and client_id from Common Voice's ``validated.tsv``."""
+    return bool(rows) and not {"sentence", "client_id"} <= rows[0][1].keys()
+
+
+def _covost_rows(root: Path, src: str, tgt: str, split: str) -> tuple[list[tuple[str, dict[str, str]]], list[str]]:
+    """``(where, row)`` pairs with keys path/sentence/translation/client_id, plus rows lacking a transcript."""
+    tsv, per_split = _covost_tsv(root, src, tgt, split)
+    if per_split:
+        rows = _read_tsv(tsv, ("path", "sentence", "translation"))
+        return [(f"{tsv}:{i}", r) for i, r in rows], []
+    rows = _covost_split_rows(tsv, split)
     lacking = []
-    if rows and not {"sentence", "client_id"} <= rows[0][1].keys():
+    if _joins_validated(rows):
         cv_tsv = _require(root / src / "validated.tsv", "Common Voice validated.tsv (for sentence/client_id)")
         cv = {r["path"]: r for _, r in _read_tsv(cv_tsv, ("path", "sentence", "client_id"))}
         joined = []
@@ -503,9 +536,9 @@ def _covost_rows(root: Path, src: str, tgt: str, split: str) -> tuple[list[tuple
             if r["path"] in cv:
                 joined.append((i, {**cv[r["path"]], **{k: r[k] for k in ("path", "translation")}}))
             else:
-                lacking.append(f"{full_tsv}:{i}: clip {r['path']} is not in {cv_tsv}")
+                lacking.append(f"{tsv}:{i}: clip {r['path']} is not in {cv_tsv}")
         rows = joined
-    return [(f"{full_tsv}:{i}", r) for i, r in rows], lacking
+    return [(f"{tsv}:{i}", r) for i, r in rows], lacking
 
 
 def read_covost2(
@@ -550,6 +583,22 @@ def read_covost2(
     checker.finish()
 
 
+def covost2_files(root: str | os.PathLike, src: str, tgt: str, split: str) -> list[Path]:
+    """The files :func:`read_covost2` reads for one direction and split: the TSV (and ``validated.tsv`` when it
+    is joined) and the clips the split's rows name."""
+    root = Path(root)
+    tsv, per_split = _covost_tsv(root, src, tgt, split)
+    files = [tsv]
+    if per_split:
+        rows = _read_tsv(tsv, ("path",))
+    else:
+        rows = _covost_split_rows(tsv, split)
+        if _joins_validated(rows):
+            files.append(root / src / "validated.tsv")
+    clips = root / src / "clips"
+    return files + [clips / r["path"] for _, r in rows]
+
+
 def _europarl_audio(audios: Path, audio_id: str) -> str:
     for name in (f"{audio_id}.wav", f"{audio_id}.flac", f"wav/{audio_id}.wav", f"{audio_id}.m4a"):
         if (audios / name).is_file():
@@ -581,7 +630,7 @@ def read_europarl_st(
     Raises:
       AudioDecoderUnavailable: when an ``.m4a`` file is needed and cannot be decoded
         (convert it to ``.wav`` beside the original; see the message).
-      ValueError / FileNotFoundError: as for :func:`read_mustc`, for ``segments.lst``.
+      ValueError: as for :func:`read_mustc`, for ``segments.lst``.
     """
     checker = _Checker(report, on_bad_utterance, f"Europarl-ST {src}-{tgt} {split}")
     base = Path(root) / src / tgt / split
@@ -617,4 +666,16 @@ def read_europarl_st(
             if utt is not None:
                 yield utt
     checker.finish()
+
+
+def europarl_st_files(root: str | os.PathLike, src: str, tgt: str, split: str) -> list[Path]:
+    """The files :func:`read_europarl_st` reads for one direction and split: the segment list, both texts, the
+    speaker lists when present and the audio of every speech the list names."""
+    base = Path(root) / src / tgt / split
+    lst = base / "segments.lst"
+    files = [lst, base / f"segments.{src}", base / f"segments.{tgt}"]
+    files += [p for p in (base / "speeches.lst", base / "speakers.lst") if p.is_file()]
+    ids = dict.fromkeys(line.split()[0] for line in read_text_lines(lst) if line.strip()) if lst.is_file() else {}
+    audios = Path(root) / src / "audios"
+    return files + [Path(_europarl_audio(audios, audio_id)) for audio_id in ids]
 

@@ -26,33 +26,52 @@ Split names must be identifiers (attribute/kwarg-safe and accepted by every
 tfds split parser), so ``-`` becomes ``_``: MuST-C ``tst-COMMON`` ->
 ``tst_COMMON``, ``tst-HE`` -> ``tst_HE``, Europarl-ST ``train-noisy`` ->
 ``train_noisy``. Only splits present in the manual dir are built. Skipped
-utterances are logged per split and kept in ``builder.skip_reports``.
+utterances are kept in ``builder.skip_reports`` and logged per split once the
+build has finished, after one warning counting the audio files that were
+down-mixed or resampled.
+
+Prepared data records what it was made from: ``mlst_source.json`` beside the
+ArrayRecords holds the builder version and the size and mtime of every source
+file (stat only; audio is not hashed). ``download_and_prepare`` with a manual
+dir rebuilds prepared data whose source files changed since, with a one-line
+warning naming the config and what changed; unchanged data is reused.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
+import hashlib
 import importlib.util
+import json
 import logging
 import os
+import re
 import types
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, NamedTuple
 
 import numpy as np
 import tensorflow_datasets as tfds
 
+from mlst_jax.audio.io import count_conversions
 from mlst_jax.data.layouts import (
     MUSTC_SPLITS,
     SkipReport,
     Utterance,
+    covost2_files,
+    europarl_st_files,
     load_segment,
+    mustc_files,
     read_covost2,
     read_europarl_st,
     read_mustc,
 )
 
-__all__ = ["STConfig", "MustC", "CoVoST2", "EuroparlST", "prepare", "tfds_split_name", "BUILDERS"]
+__all__ = [
+    "STConfig", "MustC", "CoVoST2", "EuroparlST", "prepare", "prepared_builder", "tfds_split_name", "BUILDERS",
+    "SOURCE_FILE", "source_digest",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +86,20 @@ SYNTHETIC_LANGS = ("de", "es", "fr", "it", "nl", "pt", "ro", "ru")
 EUROPARL_LANGS = ("en", "fr", "de", "it", "es", "pt", "pl", "ro", "nl")
 MIN_FBANK_SAMPLES = 400
 TEXT_FEATURES = ("id", "talk", "speaker", "src_lang", "tgt_lang", "src_text", "tgt_text")
+_COVOST_TSV = re.compile(r"covost_v2\.([^._]+)_([^._]+)(\.[a-z]+)?\.tsv")
+SOURCE_FILE = "mlst_source.json"
+"""The record, beside a config's ArrayRecords, of the source files it was built from."""
+
+
+class _NoUnpreparedVariantWarning(logging.Filter):
+    """Drops tfds' "Variant folder ... has no dataset_info.json": ``is_prepared()`` says it of every config not
+    prepared yet."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.msg == "Variant folder %s has no %s" and record.args[-1:] == ("dataset_info.json",))
+
+
+logging.getLogger("absl").addFilter(_NoUnpreparedVariantWarning())
 
 
 class _ResourceExhausted(OSError):
@@ -149,17 +182,38 @@ def _features(kind: str) -> tfds.features.FeaturesDict:
     return tfds.features.FeaturesDict(feats)
 
 
+class _Source(NamedTuple):
+    """One reader of a split: the example-key prefix, the reader (``report``/``on_bad_utterance`` kwargs) and the
+    files it reads."""
+
+    prefix: str
+    read: Callable[..., Iterator[Utterance]]
+    files: Callable[[], list[Path]]
+
+
+def _stat(path: Path) -> list[int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
+
+
 class _SpeechTranslation(tfds.core.GeneratorBasedBuilder):
-    """Shared generation: read utterances, load their audio, encode audio or fbank."""
+    """Shared generation: read utterances, load their audio, encode audio or fbank; record the source files."""
 
     VERSION = tfds.core.Version("1.1.0")
     RELEASE_NOTES = {"1.0.0": "Initial release.", "1.1.0": "Audio and fbank arrays stored as raw bytes."}
     HOMEPAGE = ""
     DESCRIPTION = ""
+    SPLITS: tuple[str, ...] = ()  # the corpus's split names, in order
 
     def __init__(self, *, on_bad_utterance: str = "skip", file_format: str = "array_record", **kwargs):
         self.on_bad_utterance = on_bad_utterance
         self.skip_reports: dict[str, SkipReport] = {}
+        self.empty_splits: list[str] = []
+        self.built = False  # whether download_and_prepare built the data (else it was there and up to date)
+        self._fingerprint: dict | None = None
         super().__init__(file_format=file_format, **kwargs)
 
     def _info(self) -> tfds.core.DatasetInfo:
@@ -170,10 +224,110 @@ class _SpeechTranslation(tfds.core.GeneratorBasedBuilder):
             homepage=self.HOMEPAGE,
         )
 
+    @property
+    def full_config_name(self) -> str:
+        """``<dataset>/<config>``, e.g. ``mustc/en-de``."""
+        return f"{self.name}/{self.builder_config.name}"
+
+    def corpus_splits(self) -> list[str]:
+        """The prepared splits under their corpus names (``tst-COMMON``, not the TFDS name ``tst_COMMON``)."""
+        built = set(self.info.splits.keys())
+        return [s for s in self.SPLITS if tfds_split_name(s) in built]
+
     def _pair(self) -> str:
         if len(self.builder_config.pairs) != 1:
             raise ValueError(f"{self.name} config {self.builder_config.name!r} needs exactly one pair")
         return self.builder_config.pairs[0]
+
+    def _sources(self, root: Path) -> dict[str, list[_Source]]:
+        """``{corpus split: readers}`` of the splits present under the manual dir ``root``."""
+        raise NotImplementedError
+
+    @classmethod
+    def directions(cls, root: str | os.PathLike) -> list[str]:
+        """The names of the per-direction configs (audio features) whose files are in the manual dir ``root``."""
+        known = {c.name for c in cls.BUILDER_CONFIGS}
+        return sorted(p for p in cls._found_pairs(Path(root)) if p in known)
+
+    @classmethod
+    def _found_pairs(cls, root: Path) -> set[str]:
+        raise NotImplementedError
+
+    def source_fingerprint(self, root: str | os.PathLike) -> dict:
+        """The builder version and ``{split: {path relative to root: [size, mtime_ns] or None}}`` of the files the
+        splits are read from (None: missing)."""
+        root = Path(root)
+        splits = {
+            split: {os.path.relpath(p, root): _stat(p) for s in sources for p in s.files()}
+            for split, sources in self._sources(root).items()
+        }
+        return {"builder": self.full_config_name, "version": str(self.version), "splits": splits}
+
+    def source_change(self, root: str | os.PathLike) -> str | None:
+        """Why the prepared data may not match the source under ``root`` any more, or None when it matches or the
+        source is not there to compare with (logged at INFO level)."""
+        record = Path(self.data_dir) / SOURCE_FILE
+        if not record.is_file():
+            return f"it has no record of its source files ({SOURCE_FILE})"
+        try:
+            old = json.loads(record.read_text())
+        except ValueError:
+            return f"its record of its source files ({SOURCE_FILE}) is unreadable"
+        try:
+            new = self.source_fingerprint(root)
+        except (ValueError, OSError) as e:
+            logger.info("%s: not checked against %s, which does not hold its source (%s)",
+                        self.full_config_name, root, e)
+            return None
+        if old.get("version") != new["version"]:
+            return f"it was built by builder version {old.get('version')}, this is {new['version']}"
+        changes = []
+        before, after = old["splits"], new["splits"]
+        for split in [s for s in self.SPLITS if s in before.keys() | after.keys()]:
+            if split not in before:
+                changes.append(f"split {split} is new")
+            elif split not in after:
+                changes.append(f"split {split} is gone")
+            else:
+                paths = before[split].keys() | after[split].keys()
+                if diff := sorted(p for p in paths if before[split].get(p) != after[split].get(p)):
+                    changes.append(f"{split}: {len(diff)} of {len(paths)} files changed, e.g. {Path(root) / diff[0]}")
+        return f"its source changed since it was built ({'; '.join(changes)})" if changes else None
+
+    def download_and_prepare(self, *, download_config: tfds.download.DownloadConfig | None = None, **kwargs):
+        """tfds' ``download_and_prepare``, which also rebuilds prepared data whose source files (under
+        ``download_config.manual_dir``) changed since, with a warning, and logs one summary of the audio files
+        down-mixed or resampled and then the skipped utterances once the build has finished."""
+        config = download_config or tfds.download.DownloadConfig()
+        manual, self.built = config.manual_dir, False
+        if manual is not None and not config.download_mode.overwrite_dataset and self.is_prepared():
+            change = self.source_change(manual)
+            if change is None:
+                return
+            logger.warning("%s: rebuilding %s: %s", self.full_config_name, self.data_dir, change)
+            config = config.replace(download_mode=tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS)
+        if manual is not None and not (Path(manual).is_dir() and any(Path(manual).iterdir())):
+            raise ValueError(f"{manual}: missing or empty; it should hold the {self.name} release ({self.HOMEPAGE})")
+        # taken before anything is read, so that files changed meanwhile differ next time; fails early on a folder
+        # that is not the corpus
+        self._fingerprint = None if manual is None else self.source_fingerprint(manual)
+        self.skip_reports, self.empty_splits = {}, []
+        with count_conversions() as conversions:
+            super().download_and_prepare(download_config=config, **kwargs)
+        self.built = True
+        conversions.log(logger, self.full_config_name)
+        for split, report in self.skip_reports.items():
+            if split in self.empty_splits:
+                logger.warning("%s: split %s has no usable utterances; not built", self.full_config_name, split)
+            report.log(logger, f"{self.full_config_name} {split}")
+
+    def _download_and_prepare(self, dl_manager, download_config=None):
+        fingerprint = self._fingerprint or self.source_fingerprint(dl_manager.manual_dir)
+        super()._download_and_prepare(dl_manager, download_config)
+        (Path(self.data_dir) / SOURCE_FILE).write_text(json.dumps(fingerprint))
+
+    def _split_generators(self, dl_manager):
+        return self._splits(self._sources(Path(dl_manager.manual_dir)))
 
     def _encode(self, utt: Utterance, report: SkipReport) -> dict | None:
         try:
@@ -199,25 +353,22 @@ class _SpeechTranslation(tfds.core.GeneratorBasedBuilder):
         report.add(reason, message)
         return None
 
-    def _splits(self, candidates: dict[str, list[tuple[str, Callable[..., Iterator[Utterance]]]]]) -> dict:
-        """Example generators for the candidate splits (``{split: [(key_prefix, reader)]}``) that hold utterances."""
+    def _splits(self, candidates: dict[str, list[_Source]]) -> dict:
+        """Example generators for the candidate splits that hold utterances."""
         out = {}
         for split, sources in candidates.items():
             report = self.skip_reports.setdefault(split, SkipReport())
             items = [
-                (prefix, utt)
-                for prefix, read in sources
-                for utt in read(report=report, on_bad_utterance=self.on_bad_utterance)
+                (source.prefix, utt)
+                for source in sources
+                for utt in source.read(report=report, on_bad_utterance=self.on_bad_utterance)
             ]
             if items:
                 out[tfds_split_name(split)] = self._generate_examples(split, items)
             else:
-                logger.warning(
-                    "%s/%s: split %s has no usable utterances; not built", self.name, self.builder_config.name, split
-                )
-                report.log(logger, f"{self.name}/{self.builder_config.name} {split}")
+                self.empty_splits.append(split)
         if not out:
-            raise ValueError(f"{self.name}/{self.builder_config.name}: no split has usable utterances")
+            raise ValueError(f"{self.full_config_name}: no split has usable utterances")
         return out
 
     def _generate_examples(self, split: str, items: list[tuple[str, Utterance]]):
@@ -226,7 +377,6 @@ class _SpeechTranslation(tfds.core.GeneratorBasedBuilder):
             ex = self._encode(utt, report)
             if ex is not None:
                 yield prefix + utt.id, ex
-        report.log(logger, f"{self.name}/{self.builder_config.name} {split}")
 
 
 def _pair_list(pairs: tuple[str, ...], found: list[str], manual_dir: Path) -> list[str]:
@@ -244,27 +394,29 @@ class MustC(_SpeechTranslation):
     HOMEPAGE = "https://ict.fbk.eu/must-c/"
     DESCRIPTION = "MuST-C: English TED talks segmented and translated; audio from whole-talk wavs."
     BUILDER_CONFIGS = _configs([f"en-{t}" for t in MUSTC_TARGETS], multilingual=True)
+    SPLITS = MUSTC_SPLITS
     MANUAL_DOWNLOAD_INSTRUCTIONS = """\
     Download MuST-C from https://ict.fbk.eu/must-c/ (registration required) and
     extract it so that the manual dir holds `en-de/data/{train,dev,tst-COMMON,tst-HE}/{wav,txt}`
     (one folder per direction). Splits become train, dev, tst_COMMON, tst_HE.
     """
 
-    def _split_generators(self, dl_manager):
-        root = Path(dl_manager.manual_dir)
-        found = sorted(d.name for d in root.iterdir() if d.name.startswith("en-") and (d / "data").is_dir())
-        pairs = _pair_list(self.builder_config.pairs, found, root)
+    @classmethod
+    def _found_pairs(cls, root: Path) -> set[str]:
+        return {d.name for d in root.iterdir() if d.name.startswith("en-") and (d / "data").is_dir()}
+
+    def _sources(self, root: Path) -> dict[str, list[_Source]]:
+        pairs = _pair_list(self.builder_config.pairs, sorted(self._found_pairs(root)), root)
         prefix = "" if self.builder_config.pairs else "{}/"
-        candidates = {}
-        for split in MUSTC_SPLITS:
+        out = {}
+        for split in self.SPLITS:
             present = [p for p in pairs if (root / p / "data" / split / "txt").is_dir()]
             if present:
-                candidates[split] = [
-                    (prefix.format(p), lambda p=p, split=split, **kw: read_mustc(root, p, split, **kw)) for p in present
-                ]
-        if not candidates:
+                out[split] = [_Source(prefix.format(p), functools.partial(read_mustc, root, p, split),
+                                      functools.partial(mustc_files, root, p, split)) for p in present]
+        if not out:
             raise ValueError(f"{root}: no MuST-C splits found for {pairs} (expected <pair>/data/<split>/txt)")
-        return self._splits(candidates)
+        return out
 
 
 class CoVoST2(_SpeechTranslation):
@@ -276,6 +428,7 @@ class CoVoST2(_SpeechTranslation):
                    "synthetic corpus's en<->X).")
     BUILDER_CONFIGS = _configs(list(dict.fromkeys([f"{s}_en" for s in COVOST_XX_EN + SYNTHETIC_LANGS]
                                                   + [f"en_{t}" for t in COVOST_EN_XX + SYNTHETIC_LANGS])))
+    SPLITS = ("train", "dev", "test")
     MANUAL_DOWNLOAD_INSTRUCTIONS = """\
     Download the Common Voice (v4) release of the source language and the CoVoST 2
     translation TSV `covost_v2.<src>_<tgt>.tsv` (https://github.com/facebookresearch/covost).
@@ -284,13 +437,15 @@ class CoVoST2(_SpeechTranslation):
     directly or in `<src>_<tgt>/`).
     """
 
-    def _split_generators(self, dl_manager):
-        root = Path(dl_manager.manual_dir)
+    @classmethod
+    def _found_pairs(cls, root: Path) -> set[str]:
+        tsvs = [*root.glob("covost_v2.*.tsv"), *root.glob("*/covost_v2.*.tsv")]
+        return {f"{m[1]}_{m[2]}" for p in tsvs if (m := _COVOST_TSV.fullmatch(p.name))}
+
+    def _sources(self, root: Path) -> dict[str, list[_Source]]:
         src, tgt = self._pair().split("_")
-        return self._splits({
-            split: [("", lambda split=split, **kw: read_covost2(root, src, tgt, split, **kw))]
-            for split in ("train", "dev", "test")
-        })
+        return {split: [_Source("", functools.partial(read_covost2, root, src, tgt, split),
+                                functools.partial(covost2_files, root, src, tgt, split))] for split in self.SPLITS}
 
 
 class EuroparlST(_SpeechTranslation):
@@ -300,6 +455,7 @@ class EuroparlST(_SpeechTranslation):
     HOMEPAGE = "https://www.mllp.upv.es/europarl-st/"
     DESCRIPTION = "Europarl-ST v1.1: European Parliament speeches segmented and translated."
     BUILDER_CONFIGS = _configs([f"{s}-{t}" for s in EUROPARL_LANGS for t in EUROPARL_LANGS if s != t])
+    SPLITS = ("train", "dev", "test", "train-noisy")
     MANUAL_DOWNLOAD_INSTRUCTIONS = """\
     Download Europarl-ST v1.1 from https://www.mllp.upv.es/europarl-st/ and extract it so the
     manual dir holds `<src>/audios/*.m4a` and `<src>/<tgt>/{train,dev,test}/segments.*`.
@@ -308,30 +464,39 @@ class EuroparlST(_SpeechTranslation):
     the .wav files beside the .m4a ones are used.
     """
 
-    def _split_generators(self, dl_manager):
-        root = Path(dl_manager.manual_dir)
+    @classmethod
+    def _found_pairs(cls, root: Path) -> set[str]:
+        return {f"{p.parts[-4]}-{p.parts[-3]}" for p in root.glob("*/*/*/segments.lst") if p.parent.name in cls.SPLITS}
+
+    def _sources(self, root: Path) -> dict[str, list[_Source]]:
         src, tgt = self._pair().split("-")
-        splits = [s for s in ("train", "dev", "test", "train-noisy") if (root / src / tgt / s / "segments.lst").is_file()]
+        splits = [s for s in self.SPLITS if (root / src / tgt / s / "segments.lst").is_file()]
         if not splits:
             raise ValueError(f"{root}: no Europarl-ST splits found under {src}/{tgt}/")
-        return self._splits({
-            split: [("", lambda split=split, **kw: read_europarl_st(root, src, tgt, split, **kw))] for split in splits
-        })
+        return {split: [_Source("", functools.partial(read_europarl_st, root, src, tgt, split),
+                                functools.partial(europarl_st_files, root, src, tgt, split))] for split in splits}
 
 
 BUILDERS = {"mustc": MustC, "covost2": CoVoST2, "europarl_st": EuroparlST}
 _ALIASES = {"must_c": "mustc", "must-c": "mustc", "covost": "covost2", "covost_2": "covost2", "europarl-st": "europarl_st"}
 
 
-def prepare(
+def source_digest(prepared_dir: str | os.PathLike) -> str:
+    """A short digest of the source record of the prepared data in ``prepared_dir`` (``"none"`` without one)."""
+    record = Path(prepared_dir) / SOURCE_FILE
+    return hashlib.sha1(record.read_bytes()).hexdigest()[:12] if record.is_file() else "none"
+
+
+def prepared_builder(
     dataset: str,
     manual_dir: str | os.PathLike,
     data_dir: str | os.PathLike,
     config: str | STConfig | None = None,
     *,
     on_bad_utterance: str = "skip",
-) -> dict[str, int]:
-    """Build a dataset's ArrayRecord files from a manual download and return ``{split: examples}``.
+) -> _SpeechTranslation:
+    """The builder of a dataset config with its ArrayRecords prepared from a manual download: built when missing,
+    rebuilt with a warning when the source files changed since, else reused.
 
     Args:
       dataset: ``"mustc"``, ``"covost2"`` or ``"europarl_st"``.
@@ -341,8 +506,8 @@ def prepare(
         ``"fr_en"``), an :class:`STConfig`, or None for the builder's first config.
       on_bad_utterance: ``"skip"`` (count, log, continue) or ``"raise"``.
 
-    Read the result with ``builder.as_data_source(split)``, e.g.
-    ``MustC(config="en-de", data_dir=data_dir).as_data_source("tst_COMMON")``.
+    ``builder.built`` says whether it was (re)built and ``builder.skip_reports`` holds the utterances the build
+    skipped. Read the result with ``builder.as_data_source(split)`` (TFDS split names, e.g. ``"tst_COMMON"``).
     """
     key = _ALIASES.get(dataset.lower(), dataset.lower())
     if key not in BUILDERS:
@@ -351,4 +516,15 @@ def prepare(
         builder = BUILDERS[key](config=config, data_dir=os.fspath(data_dir), on_bad_utterance=on_bad_utterance)
     with _local_shuffle_buckets():
         builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir)))
+    return builder
+
+
+def prepare(dataset: str, manual_dir: str | os.PathLike, data_dir: str | os.PathLike,
+            config: str | STConfig | None = None, **kwargs) -> dict[str, int]:
+    """Prepare a dataset config as :func:`prepared_builder` (same arguments) does; return ``{TFDS split: examples}``.
+
+    Read the result with ``builder.as_data_source(split)``, e.g.
+    ``MustC(config="en-de", data_dir=data_dir).as_data_source("tst_COMMON")``.
+    """
+    builder = prepared_builder(dataset, manual_dir, data_dir, config, **kwargs)
     return {name: info.num_examples for name, info in builder.info.splits.items()}

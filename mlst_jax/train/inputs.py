@@ -1,14 +1,13 @@
 """The one input path of training and evaluation: a TFDS source per stream (prepared from the manual download on
-first use), their length metadata (cached), and the Grain pipelines over them.
+first use, rebuilt when the download changed), their length metadata (cached), and the Grain pipelines over them.
 
-Multi-process runs: process 0 prepares missing TFDS data first (the others wait at a barrier); every process builds
-the same plan and reads its own rows.
+Multi-process runs: process 0 prepares missing or stale TFDS data first (the others wait at a barrier); every process
+builds the same plan and reads its own rows.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import logging
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -18,8 +17,6 @@ import jax
 from mlst_jax.data import pipeline as pl
 from mlst_jax.data.multiway_pipeline import MultiwayPipeline, make_multiway_pipeline
 from mlst_jax.train import distributed
-
-logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,8 +60,8 @@ def builder_config(c, stream: Stream) -> str:
 
 def data_sources(c, streams: Sequence[Stream], split: str) -> dict[str, Any]:
     """`{stream name: data source}` of corpus split `split`, building the TFDS ArrayRecords into `data.data_dir`
-    first when they are missing."""
-    from mlst_jax.data.tfds_builders import BUILDERS, prepare, tfds_split_name
+    first when they are missing or no longer match their source files in `data.manual_dir` (with a warning)."""
+    from mlst_jax.data.tfds_builders import BUILDERS, prepared_builder, tfds_split_name
 
     dataset, manual = dataset_and_root(c)
     first = jax.process_index() == 0
@@ -75,15 +72,10 @@ def data_sources(c, streams: Sequence[Stream], split: str) -> dict[str, Any]:
         name = builder_config(c, stream)
         if name.split(".")[0] not in {b.name.split(".")[0] for b in BUILDERS[dataset].BUILDER_CONFIGS}:
             raise ValueError(f"stream {stream.name}: {dataset} has no direction {name.split('.')[0]}")
-        builder = BUILDERS[dataset](config=name, data_dir=c.data.data_dir)
-        if not builder.is_prepared():
-            logger.info("preparing %s %s into %s", dataset, name, c.data.data_dir)
-            prepare(dataset, manual, c.data.data_dir, name)
-            builder = BUILDERS[dataset](config=name, data_dir=c.data.data_dir)
-        splits = builder.info.splits
-        if tfds_split_name(split) not in splits:
+        builder = prepared_builder(dataset, manual, c.data.data_dir, name)
+        if tfds_split_name(split) not in builder.info.splits:
             raise ValueError(f"stream {stream.name}: {dataset} {name} has no split {split!r} (it has "
-                             f"{', '.join(sorted(splits))}) under data.manual_dir={str(manual)!r}")
+                             f"{', '.join(builder.corpus_splits())}) under data.manual_dir={str(manual)!r}")
         sources[stream.name] = builder.as_data_source(tfds_split_name(split))
     if first:
         distributed.barrier("mlst_data_prepared")
@@ -93,9 +85,10 @@ def data_sources(c, streams: Sequence[Stream], split: str) -> dict[str, Any]:
 def source_metadata(c, task, streams: Sequence[Stream], split: str, sources: dict[str, Any],
                     vocab) -> dict[str, pl.SourceMeta]:
     """`pl.scan_source` of every stream's source, cached in `<data.data_dir>/mlst_metadata/` under the builder
-    version, the split, the input kind and a digest of the vocabulary (scanning reads every example: ~2.4 s per
-    10,000 utterances); a cached file that does not match its source's size is scanned again."""
-    from mlst_jax.data.tfds_builders import BUILDERS
+    version, the split, the input kind, a digest of the vocabulary and one of the source files the data was
+    prepared from (scanning reads every example: ~2.4 s per 10,000 utterances); a cached file that does not match
+    its source's size is scanned again."""
+    from mlst_jax.data.tfds_builders import BUILDERS, source_digest
 
     dataset, _ = dataset_and_root(c)
     digest = hashlib.sha1(Path(vocab.spm_path).read_bytes()).hexdigest()[:12]
@@ -105,7 +98,8 @@ def source_metadata(c, task, streams: Sequence[Stream], split: str, sources: dic
     out = {}
     for stream in streams:
         src = sources[stream.name]
-        path = root / f"{builder_config(c, stream)}-{split}-{kind}-{digest}.npz"
+        prepared_from = source_digest(src.dataset_info.data_dir)
+        path = root / f"{builder_config(c, stream)}-{split}-{kind}-{digest}-{prepared_from}.npz"
         if path.is_file():
             meta = pl.SourceMeta.load(path)
             if len(meta.n_frames) == len(src):

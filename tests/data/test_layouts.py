@@ -347,7 +347,8 @@ def test_covost2_bad_rows(tmp_path):
     tsv.write_text("path\ttranslation\tsplit\ncommon_voice_en_9.wav\tX\tdev\ncommon_voice_en_3.wav\tY\tdev\n")
     utts, report = read_with_report(read_covost2, tmp_path, "en", "de", "dev")
     assert [u.tgt_text for u in utts] == ["Y"] and report.counts == {"missing_transcript": 1}
-    with pytest.raises(FileNotFoundError, match="covost_v2.en_fr"):
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path} is not a CoVoST 2 release for en->fr: no "
+                                                   f"covost_v2.en_fr.tsv or covost_v2.en_fr.dev.tsv in")):
         list(read_covost2(tmp_path, "en", "fr", "dev"))
 
 

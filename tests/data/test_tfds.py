@@ -1,13 +1,16 @@
 """TFDS builders (ArrayRecord, no TensorFlow) over tiny corpora written in the real layouts."""
+import logging
 import os
 import sys
 import tempfile
 
 import numpy as np
 import pytest
+import soundfile as sf
 import tensorflow_datasets as tfds
 
 from mlst_jax.audio import fbank
+from mlst_jax.audio.io import AudioConversions
 from mlst_jax.data import tfds_builders
 from mlst_jax.data.tfds_builders import CoVoST2, EuroparlST, MustC, prepare, tfds_split_name
 from mlst_jax.data.writers import Talk, write_covost2, write_europarl_st, write_mustc
@@ -129,7 +132,7 @@ def test_split_names_and_errors(tmp_path):
     ]
     with pytest.raises(ValueError, match="unknown dataset"):
         prepare("librispeech", tmp_path, tmp_path)
-    with pytest.raises(AssertionError, match="must-c"):
+    with pytest.raises(ValueError, match=f"{tmp_path / 'empty'}: missing or empty; it should hold the mustc release"):
         prepare("mustc", tmp_path / "empty", tmp_path / "data", "en-de")
 
 
@@ -152,3 +155,92 @@ def test_split_over_the_shuffle_buffer_spills_to_local_files(mustc_dir, tmp_path
             np.testing.assert_array_equal(a[uid]["audio"], b[uid]["audio"])
             assert a[uid]["tgt_text"] == b[uid]["tgt_text"]
     assert shuffle.tf is not tfds_builders._LOCAL_FILES_AS_TF  # tfds' own (lazy) module is back
+
+
+def array_records(data_dir):
+    """`{file name: mtime_ns}` of the ArrayRecord files of mustc/en-de."""
+    return {p.name: p.stat().st_mtime_ns for p in (data_dir / "mustc/en-de/1.1.0").glob("*.array_record-*")}
+
+
+def touch_later(path, seconds=5):
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + seconds * 10**9))
+
+
+def test_prepared_data_is_rebuilt_when_its_source_changed(tmp_path, caplog):
+    manual, data = tmp_path / "manual", tmp_path / "data"
+    write_mustc(manual, ["en-de"], "dev", TALKS)
+    assert prepare("mustc", manual, data, "en-de") == {"dev": 3}
+    built = array_records(data)
+    assert caplog.records == []
+
+    assert prepare("mustc", manual, data, "en-de") == {"dev": 3}  # unchanged: reused as it is
+    assert array_records(data) == built and caplog.records == []
+
+    text = manual / "en-de/data/dev/txt/dev.de"
+    text.write_text(text.read_text().replace("hallo welt", "Hallo Welt"))  # same size: the mtime tells
+    touch_later(text)
+    assert prepare("mustc", manual, data, "en-de") == {"dev": 3}
+    assert [r.getMessage() for r in caplog.records] == [
+        f"mustc/en-de: rebuilding {data}/mustc/en-de/1.1.0: its source changed since it was built "
+        f"(dev: 1 of 5 files changed, e.g. {text})"
+    ]
+    assert array_records(data).keys() == built.keys() and array_records(data) != built
+    exs = by_id(MustC(config="en-de", data_dir=data).as_data_source("dev"))
+    assert [exs[i]["tgt_text"] for i in ("ted_1_0", "ted_1_1")] == [b"Hallo Welt", b"zweite"]
+
+    caplog.clear()
+    (data / "mustc/en-de/1.1.0" / tfds_builders.SOURCE_FILE).unlink()  # data that does not say what it was made from
+    prepare("mustc", manual, data, "en-de")
+    assert [r.getMessage() for r in caplog.records] == [
+        f"mustc/en-de: rebuilding {data}/mustc/en-de/1.1.0: it has no record of its source files (mlst_source.json)"
+    ]
+
+
+def test_preparation_reports_skipped_utterances_last_without_tfds_noise(tmp_path, capsys):
+    """The skip summary follows tfds' own output (progress, "prepared to ..."); tfds' warning about the config
+    folder not prepared yet is not shown."""
+    talks = [TALKS[0], Talk("ted_2", "spk.2", [(wave(7000, 3), "third", {"de": ""})])]
+    write_mustc(tmp_path / "manual", ["en-de"], "dev", talks)
+    handler = logging.StreamHandler(sys.stdout)  # the log in one stream with tfds' prints
+    logging.getLogger().addHandler(handler)
+    try:
+        assert prepare("mustc", tmp_path / "manual", tmp_path / "data", "en-de") == {"dev": 2}
+    finally:
+        logging.getLogger().removeHandler(handler)
+    out = capsys.readouterr().out
+    assert "Variant folder" not in out
+    yaml = tmp_path / "manual/en-de/data/dev/txt/dev.yaml"
+    assert out.split(f"Dataset mustc downloaded and prepared to {tmp_path}/data/mustc/en-de/1.1.0. ")[1] == (
+        "Subsequent calls will reuse this data.\n"
+        "mustc/en-de dev: skipped 1 utterance(s):\n"
+        "  empty_text: 1\n"
+        f"    e.g. {yaml}:3 (ted_2_0): empty target text\n"
+    )
+
+
+def test_down_mixing_and_resampling_are_reported_once(tmp_path, caplog):
+    manual = tmp_path / "manual"
+    write_mustc(manual, ["en-de"], "dev", TALKS)
+    talk = manual / "en-de/data/dev/wav/ted_2.wav"
+    n = round(sf.info(talk).frames * 44100 / SR)
+    sf.write(talk, np.stack([wave(n, 3), wave(n, 4)], axis=1), 44100, subtype="PCM_16")
+    assert prepare("mustc", manual, tmp_path / "data", "en-de") == {"dev": 3}
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("WARNING", "mustc/en-de: 1 of 2 audio files was stereo (down-mixed to mono), 1 was at 44100 Hz "
+                    "(resampled to 16 kHz)")
+    ]
+    exs = by_id(MustC(config="en-de", data_dir=tmp_path / "data").as_data_source("dev"))
+    assert abs(int(exs["ted_2_0"]["n_frames"]) - 7000) <= 1  # 16 kHz mono
+
+
+def test_audio_conversion_summary():
+    conversions = AudioConversions()
+    for i, (channels, sr) in enumerate([(2, 44100), (2, 16000), (6, 8000), (1, 16000)]):
+        conversions.add(f"f{i}.wav", channels, sr, 16000)
+    conversions.add("f0.wav", 2, 44100, 16000)  # a file read again (another segment) counts once
+    assert conversions.summary() == (
+        "2 of 4 audio files were stereo (down-mixed to mono), 1 was 6-channel (down-mixed to mono), "
+        "1 was at 8000 Hz (resampled to 16 kHz), 1 was at 44100 Hz (resampled to 16 kHz)"
+    )
+    assert AudioConversions().summary() == ""
