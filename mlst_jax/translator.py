@@ -269,6 +269,9 @@ class Translator:
         path = Path(path)
         if (path / MODEL_FILE).is_file():
             translator = cls._load_own(path)
+        elif exports := sorted(p.parent.name for p in path.glob(f"*/{MODEL_FILE}")):
+            raise ValueError(f"{path} is not a model but holds exported models ({', '.join(exports)}): pass the one "
+                             f"that serves the target language, e.g. {path / exports[0]}")
         else:
             model, kind, config, params = load_translation_model(path, trust_pickle=trust_pickle)
             cmvn = "utterance"

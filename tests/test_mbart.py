@@ -12,8 +12,8 @@ import pytest
 
 from mlst_jax.convert import load_pretrained
 from mlst_jax.convert.mbart import load_hf_mbart, save_hf_mbart
-from mlst_jax.models.mbart import (MBART50_LANG_CODES, MBart, MBartConfig, abstract_decoder_params, count_params,
-                                   init_decode_cache, mbart50_code, mbart50_lang_id)
+from mlst_jax.models.mbart import (MBART50_LANG_CODES, MBart, MBartConfig, abstract_decoder_params, init_decode_cache, mbart50_code, mbart50_lang_id)
+from mlst_jax.models.params import count_params
 from torch_reference import perturb
 
 TOL = 1e-4

@@ -16,8 +16,8 @@ from mlst_jax.convert import load_pretrained
 from mlst_jax.convert.wav2vec2 import (load_fairseq_wav2vec2, load_hf_wav2vec2, parse_conv_layers,
                                        save_fairseq_wav2vec2, save_hf_wav2vec2)
 from mlst_jax.models import layers
-from mlst_jax.models.wav2vec2 import (FeatureProjection, PositionalConvEmbedding, Wav2Vec2, Wav2Vec2Config,
-                                      Wav2Vec2Encoder, abstract_params, count_params, named_config, span_mask)
+from mlst_jax.models.wav2vec2 import (FeatureProjection, PositionalConvEmbedding, Wav2Vec2, Wav2Vec2Config, Wav2Vec2Encoder, abstract_params, named_config, span_mask)
+from mlst_jax.models.params import count_params
 from torch_reference import perturb
 
 TOL = 1e-4

@@ -17,9 +17,8 @@ from mlst_jax.decode.beam_search import beam_search
 from mlst_jax.finetune import lna
 from mlst_jax.models.mbart import MBartConfig
 from mlst_jax.models.wav2vec2 import Wav2Vec2Config
-from mlst_jax.models.xmef import (XMEF, LengthAdaptor, XMEFConfig, abstract_params, count_params, init_decode_cache,
-                                  paper_config)
-from mlst_jax.train.optim import count_trainable
+from mlst_jax.models.xmef import XMEF, LengthAdaptor, XMEFConfig, abstract_params, init_decode_cache, paper_config
+from mlst_jax.models.params import count_params
 from torch_reference import perturb
 
 TOL = 1e-4
@@ -262,7 +261,7 @@ def test_adaptor_layer_norm():
     for variant, trained in (("lna-minimalist", True), ("lna-minimalist-no-ln", True), ("none", False)):
         mask = lna.trainable_mask(abstract, variant)
         assert mask["adaptor"]["layer_norm"] == {"scale": trained, "bias": trained}, variant
-        grown = count_trainable(abstract, mask) - count_trainable(abstract_plain, lna.trainable_mask(abstract_plain,
+        grown = count_params(abstract, mask) - count_params(abstract_plain, lna.trainable_mask(abstract_plain,
                                                                                                       variant))
         assert grown == (2 * h if trained else 0), variant
 

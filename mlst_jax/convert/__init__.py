@@ -61,12 +61,6 @@ def detect_kind(path: str | Path, accepted: str = ACCEPTED) -> tuple[str, Path]:
         if pts:
             raise ValueError(f"{path}: holds {len(pts)} checkpoints ({', '.join(p.name for p in pts)}); "
                              "name the one to load")
-        from mlst_jax.translator import MODEL_FILE
-
-        exports = sorted(p.parent.name for p in path.glob(f"*/{MODEL_FILE}"))
-        if exports:
-            raise ValueError(f"{path} is not a model but holds exported models ({', '.join(exports)}): pass the one "
-                             f"that serves the target language, e.g. {path / exports[0]}")
     elif path.is_file() and path.suffix == ".pt":
         return "fairseq", path
     raise ValueError(f"{path}: not a supported checkpoint; accepted: {accepted}")

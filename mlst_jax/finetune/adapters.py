@@ -21,34 +21,17 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from mlst_jax.models import layers
+from mlst_jax.models.params import path_names
 
 ADAPTER = "adapter"
 Unit = tuple[str, ...]
 
-__all__ = ["ADAPTER", "BottleneckAdapter", "adapter_units", "adapter_plan", "add_adapters", "strip_adapters",
+__all__ = ["ADAPTER", "adapter_units", "adapter_plan", "add_adapters", "strip_adapters",
            "has_adapters", "adapter_size", "adapter_model_size"]
-
-
-class BottleneckAdapter(nn.Module):
-    """LayerNorm → fc1 (d → dim) → ReLU → dropout → fc2 (dim → d) → residual. fc2 starts at zero, so a new
-    adapter is the identity and adding adapters to a trained model leaves its outputs unchanged."""
-
-    dim: int
-    dropout_rate: float = 0.0
-    dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
-        h = layers.LayerNorm("layer_norm")(x).astype(self.dtype)
-        h = nn.Dense(self.dim, dtype=self.dtype, kernel_init=layers.xavier_uniform, name="fc1")(h)
-        h = layers.Dropout(self.dropout_rate)(nn.relu(h), deterministic=deterministic)
-        h = nn.Dense(x.shape[-1], dtype=self.dtype, kernel_init=nn.initializers.zeros, name="fc2")(h)
-        return x + h.astype(x.dtype)
 
 
 def adapter_size(d_model: int, dim: int) -> int:
@@ -56,13 +39,9 @@ def adapter_size(d_model: int, dim: int) -> int:
     return 3 * d_model + dim * (2 * d_model + 1)
 
 
-def _names(path) -> tuple[str, ...]:
-    return tuple(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
-
-
 def adapter_units(params: Any) -> list[Unit]:
     """Units (owning module paths) of the adapter parameters, in pytree order."""
-    units = (_names(p)[:-1] for p, _ in jax.tree_util.tree_flatten_with_path(params)[0])
+    units = (path_names(p)[:-1] for p, _ in jax.tree_util.tree_flatten_with_path(params)[0])
     return list(dict.fromkeys(u for u in units if ADAPTER in u))
 
 
@@ -92,7 +71,7 @@ def add_adapters(params: Any, config, rng: jax.Array) -> dict:
         raise ValueError(f"add_adapters needs config.adapter_dim > 0, got {config.adapter_dim}")
     if has_adapters(params):
         raise ValueError("add_adapters: the parameters already have adapters")
-    module = BottleneckAdapter(config.adapter_dim)
+    module = layers.BottleneckAdapter(config.adapter_dim)
     dummy = jnp.zeros((1, 1, config.d_model), jnp.float32)
     out = {k: dict(v) if isinstance(v, dict) else v for k, v in dict(params).items()}
     for side_index, (side, n) in enumerate((("encoder", config.encoder_layers), ("decoder", config.decoder_layers))):

@@ -60,6 +60,8 @@ from typing import Any, Iterable
 
 import jax
 
+from mlst_jax.models.params import count_params, path_names
+
 S2T, XMEF = "s2t", "xmef"
 LN, SA, EA = "ln", "sa", "ea"
 ALL = "all"
@@ -124,12 +126,8 @@ VARIANTS: dict[str, dict[str, Variant]] = {
 }
 
 
-def _path_names(path) -> tuple[str, ...]:
-    return tuple(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
-
-
 def _leaves(params: Any) -> list[tuple[tuple[str, ...], Any]]:
-    return [(_path_names(p), x) for p, x in jax.tree_util.tree_flatten_with_path(params)[0]]
+    return [(path_names(p), x) for p, x in jax.tree_util.tree_flatten_with_path(params)[0]]
 
 
 def _is_norm(module: str) -> bool:
@@ -232,10 +230,8 @@ def trainable_mask(params: Any, variant: str | Variant, model: str | None = None
 def trainable_counts(params: Any, variants: Iterable[str] | None = None, model: str | None = None) -> dict[str, int]:
     """{variant: number of trained scalars} for `variants` (default: every variant of the model that applies to
     `params`; `adapters` only when the model has adapters). Works on shapes (jax.eval_shape output)."""
-    from mlst_jax.train.optim import count_trainable
-
     model = model or detect_model(params)
     if variants is None:
         has_adapters = any(part_of(n, model) == ADAPTER for n, _ in _leaves(params))
         variants = [v for v in VARIANTS[model] if v != "adapters" or has_adapters]
-    return {v: count_trainable(params, trainable_mask(params, v, model)) for v in variants}
+    return {v: count_params(params, trainable_mask(params, v, model)) for v in variants}

@@ -240,3 +240,20 @@ def glu(x: Array, axis: int = -1) -> Array:
     """Gated linear unit: first half * sigmoid(second half)."""
     a, b = jnp.split(x, 2, axis=axis)
     return a * jax.nn.sigmoid(b)
+
+
+class BottleneckAdapter(nn.Module):
+    """A residual bottleneck adapter (Bapna & Firat, 2019; `mlst_jax.finetune.adapters`): LayerNorm → fc1 (d → dim) → ReLU → dropout → fc2 (dim → d) → residual. fc2 starts at zero, so a new
+    adapter is the identity and adding adapters to a trained model leaves its outputs unchanged."""
+
+    dim: int
+    dropout_rate: float = 0.0
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
+        h = LayerNorm("layer_norm")(x).astype(self.dtype)
+        h = nn.Dense(self.dim, dtype=self.dtype, kernel_init=xavier_uniform, name="fc1")(h)
+        h = Dropout(self.dropout_rate)(nn.relu(h), deterministic=deterministic)
+        h = nn.Dense(x.shape[-1], dtype=self.dtype, kernel_init=nn.initializers.zeros, name="fc2")(h)
+        return x + h.astype(x.dtype)

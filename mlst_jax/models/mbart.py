@@ -277,7 +277,3 @@ def abstract_decoder_params(config: MBartConfig, n_tokens: int = 8, n_source: in
     init = lambda t, e, v: MBartDecoder(config).init(jax.random.PRNGKey(0), t, e, v)
     return jax.eval_shape(init, toks, enc, valid)["params"]
 
-
-def count_params(params) -> int:
-    """Total number of scalars in a (possibly abstract) parameter pytree."""
-    return sum(math.prod(x.shape) for x in jax.tree.leaves(params))

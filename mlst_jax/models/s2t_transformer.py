@@ -20,9 +20,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mlst_jax.finetune.adapters import BottleneckAdapter
 from mlst_jax.models import layers
-from mlst_jax.models.layers import LayerNorm, MultiHeadAttention, FeedForward
+from mlst_jax.models.layers import BottleneckAdapter, LayerNorm, MultiHeadAttention, FeedForward
 
 Array = jax.Array
 
@@ -355,7 +354,3 @@ def abstract_params(config: S2TConfig, n_frames: int = 64, n_tokens: int = 8):
     toks = jax.ShapeDtypeStruct((1, n_tokens), jnp.int32)
     return jax.eval_shape(lambda f, l, t: model.init(jax.random.PRNGKey(0), f, l, t), feats, lens, toks)["params"]
 
-
-def count_params(params) -> int:
-    """Total number of scalars in a (possibly abstract) parameter pytree."""
-    return sum(math.prod(x.shape) for x in jax.tree.leaves(params))

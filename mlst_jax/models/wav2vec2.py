@@ -385,7 +385,3 @@ def abstract_params(config: Wav2Vec2Config, n_samples: int | None = None, ctc_he
     lens = jax.ShapeDtypeStruct((1,), jnp.int32)
     return jax.eval_shape(lambda w, l: model.init(jax.random.PRNGKey(0), w, l), wav, lens)["params"]
 
-
-def count_params(params) -> int:
-    """Total number of scalars in a (possibly abstract) parameter pytree."""
-    return sum(math.prod(x.shape) for x in jax.tree.leaves(params))

@@ -17,7 +17,6 @@ forced as the first generated token (mBART-50: `decoder_start_token_id` = `</s>`
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
 import flax.linen as nn
@@ -165,7 +164,3 @@ def abstract_params(config: XMEFConfig, n_samples: int | None = None, n_tokens: 
     init = lambda w, l, t: XMEF(config).init(jax.random.PRNGKey(0), w, l, t)
     return jax.eval_shape(init, wav, lens, toks)["params"]
 
-
-def count_params(params) -> int:
-    """Total number of scalars in a (possibly abstract) parameter pytree."""
-    return sum(math.prod(x.shape) for x in jax.tree.leaves(params))

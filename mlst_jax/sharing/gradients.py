@@ -24,7 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mlst_jax.sharing.plan import SharingPlan, Unit, path_names, unit_of
+from mlst_jax.models.params import path_names
+from mlst_jax.sharing.plan import SharingPlan, Unit, unit_of
 from mlst_jax.sharing.strategies import differentiable_units
 from mlst_jax.train.losses import label_smoothed_nll
 

@@ -19,7 +19,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["CopyTable", "SharingPlan", "Unit", "path_names", "transfer_leaf", "unit_of", "base_shapes"]
+from mlst_jax.models.params import path_names
+
+__all__ = ["CopyTable", "SharingPlan", "Unit", "transfer_leaf", "unit_of", "base_shapes"]
 
 Unit = tuple[str, ...]
 
@@ -57,11 +59,6 @@ class CopyTable:
     def groups(self) -> list[tuple[int, ...]]:
         """Language indices of every copy, in copy order."""
         return [self.members(c) for c in range(self.num_copies)]
-
-
-def path_names(path) -> tuple[str, ...]:
-    """('decoder', 'layers_0', 'self_attn', 'q_proj', 'kernel') from a jax key path."""
-    return tuple(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
 
 
 def _flat(tree) -> list[tuple[tuple[str, ...], Any]]:

@@ -25,7 +25,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from mlst_jax.sharing.plan import CopyTable, SharingPlan, Unit, path_names, unit_of
+from mlst_jax.models.params import path_names
+from mlst_jax.sharing.plan import CopyTable, SharingPlan, Unit, unit_of
 
 __all__ = ["HEURISTIC_PARTS", "STRATEGY_PATTERN", "parse_strategy", "make_plan", "differentiable_units",
            "random_plan", "grad_plan", "unit_sizes"]

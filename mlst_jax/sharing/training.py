@@ -24,7 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from mlst_jax.sharing.plan import SharingPlan, base_shapes, path_names, transfer_leaf
+from mlst_jax.models.params import path_names
+from mlst_jax.sharing.plan import SharingPlan, base_shapes, transfer_leaf
 from mlst_jax.sharing.strategies import differentiable_units, grad_plan, make_plan, parse_strategy, random_plan
 from mlst_jax.train.checkpoint import Checkpointer
 from mlst_jax.train.state import TrainState, abstract_train_state, create_train_state, shardings_of

@@ -23,7 +23,6 @@ import re
 from typing import Any, Sequence
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 
 from mlst_jax.data import pipeline as pl

@@ -1,7 +1,6 @@
 """Optimizer and learning-rate schedules with fairseq's semantics, built from a plain config."""
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -106,13 +105,6 @@ def _plain_optimizer(cfg: Any) -> optax.GradientTransformation:
     if k > 1:
         tx = optax.MultiSteps(tx, every_k_schedule=k).gradient_transformation()
     return tx
-
-
-def count_trainable(params: Any, mask: Any = None) -> int:
-    """Number of scalars in the leaves of `params` (arrays or shapes) that `mask` marks True (all when None)."""
-    if mask is None:
-        return sum(math.prod(x.shape) for x in jax.tree.leaves(params))
-    return sum(jax.tree.leaves(jax.tree.map(lambda x, f: math.prod(x.shape) if f else 0, params, mask)))
 
 
 def current_lr(opt_state: Any) -> jax.Array:

@@ -15,6 +15,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from mlst_jax.models.params import path_names
+
 MESH_AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")
 
@@ -75,16 +77,6 @@ def make_mesh(data: int = 1, fsdp: int = 1, tensor: int = 1, devices: Sequence[A
     return Mesh(np.asarray(devices, dtype=object).reshape(shape), MESH_AXES)
 
 
-def _path_names(path) -> tuple[str, ...]:
-    names = []
-    for k in path:
-        for attr in ("key", "name", "idx"):
-            if hasattr(k, attr):
-                names.append(str(getattr(k, attr)))
-                break
-    return tuple(names)
-
-
 def _expected_axes(names: tuple[str, ...]) -> tuple[str | None, ...] | None:
     """Logical axes of a leaf (without a copies axis) from its path, or None when no rule applies."""
     if names and names[-1] in _LEAF_AXES:
@@ -120,7 +112,7 @@ def param_logical_axes(params) -> Any:
     covers are replicated (all None); `sharding_report` lists them.
     """
     def axes(path, x):
-        expected = _expected_axes(_path_names(path))
+        expected = _expected_axes(path_names(path))
         if expected is not None and x.ndim == len(expected):
             return tuple(expected)
         if expected is not None and x.ndim == len(expected) + 1:
@@ -163,7 +155,7 @@ def _plan(params, mesh: Mesh, rules=LOGICAL_RULES) -> tuple[Any, list[str]]:
     notes: list[str] = []
 
     def spec(path, x, axes):
-        name = "/".join(_path_names(path))
+        name = "/".join(path_names(path))
         if x.ndim and all(a is None for a in axes):
             notes.append(f"{name}: no rule for shape {tuple(x.shape)}: replicated")
         return _spec(name, tuple(x.shape), axes, mesh, rules, notes)

@@ -10,6 +10,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
+from mlst_jax.models.params import path_names
 from mlst_jax.train import sharding as shd
 
 
@@ -56,20 +57,16 @@ def abstract_params(model, example_batch_shapes: Mapping[str, Any]) -> Any:
                           jax.random.PRNGKey(0))
 
 
-def _names(path) -> tuple[str, ...]:
-    return tuple(str(k.key) for k in path if hasattr(k, "key"))
-
-
 def state_shardings(abstract_state: TrainState, mesh: Mesh) -> TrainState:
     """NamedShardings for a (possibly abstract) TrainState: params by the logical rules, optimizer-state leaves
     shaped like a parameter (Adam moments, accumulated gradients) like that parameter, the rest replicated."""
     p_shard = shd.param_shardings(abstract_state.params, mesh)
-    by_path = {_names(path): (x.shape, s) for (path, x), s in zip(
+    by_path = {path_names(path): (x.shape, s) for (path, x), s in zip(
         jax.tree_util.tree_flatten_with_path(abstract_state.params)[0], jax.tree.leaves(p_shard))}
     rep = shd.replicated(mesh)
 
     def like_param(path, x):
-        names = _names(path)
+        names = path_names(path)
         for i in range(len(names)):
             shape, s = by_path.get(names[i:], (None, None))
             if shape is not None and tuple(shape) == tuple(x.shape):

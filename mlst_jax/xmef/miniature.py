@@ -242,7 +242,7 @@ def test_cer(c, task, params, vocab, n: int = 32) -> dict[str, float]:
 def run(cfg: MiniatureConfig, workdir: str | Path, progress: bool = True, quiet: bool = False) -> dict:
     """Runs the miniature; returns (and writes to `workdir/results.json`) the measurements."""
     from mlst_jax.train import trainer
-    from mlst_jax.train.optim import count_trainable
+    from mlst_jax.models.params import count_params
     from mlst_jax.train.tasks.ctc import export_hf as export_w2v2
     from mlst_jax.train.tasks.mbart import export_hf as export_mbart
 
@@ -304,7 +304,7 @@ def run(cfg: MiniatureConfig, workdir: str | Path, progress: bool = True, quiet:
         scores = trainer.evaluate(c, workdir / name)
         tick(name, t0)
         bleu = {k: v for k, v in scores.items() if "-" in k and not k.startswith("mt_")}
-        trained = count_trainable(params, task.trainable_mask(params))
+        trained = count_params(params, task.trainable_mask(params))
         results[name] = {"trained_params": trained, **losses, "bleu": bleu,
                          "avg_supervised": scores["avg_supervised"], "avg_zero_shot": scores["avg_zero_shot"]}
         _log(f"XMEF {name} ({c.finetune.trainable}, {trained:,} trained): loss {losses['loss_first']:.2f} → "

@@ -44,10 +44,6 @@ def _abstract_params(c_json: str):
     return task.abstract_params(task.model_config(None))
 
 
-def _names(path) -> tuple[str, ...]:
-    return tuple(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
-
-
 def finetune_report(c: ml_collections.ConfigDict, variant: str | None = None) -> dict:
     """Trained and total parameters of a finetuning variant (default `finetune.trainable`), from shapes only.
 
@@ -56,18 +52,18 @@ def finetune_report(c: ml_collections.ConfigDict, variant: str | None = None) ->
     and `paper_table` give seed 001's printed size when it has one, `note` explains a disagreement.
     """
     from mlst_jax.finetune import lna
-    from mlst_jax.train.optim import count_trainable
+    from mlst_jax.models.params import count_params, path_names
 
     variant = variant or c.finetune.trainable
     fam = c.model.family
     joint = c.model.xmef.joint_shared_layers if fam == "xmef" else 0
     params = _abstract_params(c.to_json())
     mask = lna.trainable_mask(params, variant, model=fam)
-    total, trained = count_trainable(params), count_trainable(params, mask)
+    total, trained = count_params(params), count_params(params, mask)
     sides: dict[str, dict[str, int]] = {}
     flat_mask = jax.tree.leaves(mask)
     for (path, x), flag in zip(jax.tree_util.tree_flatten_with_path(params)[0], flat_mask):
-        entry = sides.setdefault(lna.side_of(_names(path), fam), {"trained": 0, "total": 0})
+        entry = sides.setdefault(lna.side_of(path_names(path), fam), {"trained": 0, "total": 0})
         entry["total"] += math.prod(x.shape)
         entry["trained"] += math.prod(x.shape) if flag else 0
     report = {"family": fam, "joint_shared_layers": joint, "variant": variant, "trained_params": trained, "total_params": total,

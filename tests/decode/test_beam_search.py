@@ -1,7 +1,6 @@
 """Beam search vs. independent numpy references, brute force and HF ``generate``."""
 import itertools
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from mlst_jax.models.params import count_params
 from mlst_jax.finetune import adapters as ad, lna
 from mlst_jax.models.s2t_transformer import S2TConfig, S2TTransformer
 from mlst_jax.train import optim, sharding as shd, state as st, step as sp
@@ -36,7 +37,7 @@ def test_only_the_per_language_adapters_train():
     tx = optim.make_optimizer({"lr": 1e-2, "schedule": "constant", "grad_accum": 2}, trainable_mask=mask)
     mesh = shd.make_mesh(2, 2, 1, devices=jax.devices()[:4])
     state = st.create_train_state(model, tx, jax.random.PRNGKey(0), batch, mesh, compiler_options=FAST, plan=plan)
-    n_adapter = optim.count_trainable(base, mask)
+    n_adapter = count_params(base, mask)
     moments = sum(x.size for x in jax.tree.leaves(state.opt_state) if jnp.ndim(x) > 0)
     assert moments == 3 * 2 * n_adapter  # mu, nu, accumulated gradient; two language copies
 

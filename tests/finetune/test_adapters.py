@@ -8,8 +8,8 @@ import pytest
 
 from mlst_jax.convert.hf import config_to_hf, save_hf_speech2text
 from mlst_jax.finetune import adapters as ad
-from mlst_jax.models.s2t_transformer import (S2TConfig, S2TTransformer, abstract_params, count_params,
-                                             init_decode_cache, named_config)
+from mlst_jax.models.s2t_transformer import (S2TConfig, S2TTransformer, abstract_params, init_decode_cache, named_config)
+from mlst_jax.models.params import count_params
 
 LANGS = ("de", "es", "fr", "it", "nl", "pt", "ro", "ru")
 PAPER = named_config("s2t_transformer_m", vocab_size=10000, tie_word_embeddings=False)

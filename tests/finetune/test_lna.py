@@ -2,10 +2,10 @@
 import jax
 import pytest
 
+from mlst_jax.models.params import count_params
 from mlst_jax.finetune import lna
 from mlst_jax.models.s2t_transformer import S2TConfig, abstract_params, named_config
 from mlst_jax.sharing.plan import CopyTable, SharingPlan
-from mlst_jax.train.optim import count_trainable
 
 import xmef_trees as xt
 
@@ -32,11 +32,11 @@ def test_xmef_counts_at_the_paper_config(style, nested):
 
 def test_xmef_paper_discrepancies_are_what_the_docs_say():
     params = xt.xmef()
-    decoder_and_adaptor = count_trainable(xt.mbart_decoder()) + count_trainable(xt.adaptor())
+    decoder_and_adaptor = count_params(xt.mbart_decoder()) + count_params(xt.adaptor())
     assert round(decoder_and_adaptor / 1e6, 1) == 477.6  # the paper's LNA-E figure
     feature_projection = 512 * 1024 + 1024
     assert round((XMEF_COUNTS["lna-ed"] + feature_projection) / 1e6, 1) == 170.7  # Tables 1–5's LNA-E,D
-    assert count_trainable(params) == XMEF_COUNTS["all"]
+    assert count_params(params) == XMEF_COUNTS["all"]
 
 
 def _trained(params, variant, model=None):
@@ -103,7 +103,7 @@ def test_rules_fail_loudly():
 def test_custom_variant():
     enc_ln_only = lna.Variant({"ln"}, frozenset(), adaptor=False)
     assert lna.trainable_counts(xt.xmef(), []) == {}
-    n = count_trainable(xt.xmef(), lna.trainable_mask(xt.xmef(), enc_ln_only))
+    n = count_params(xt.xmef(), lna.trainable_mask(xt.xmef(), enc_ln_only))
     assert n == 24 * 4096 + 2048 + 1024 + 7 * 1024
 
 
@@ -154,5 +154,5 @@ def test_s2t_adapters_mask_and_plan_layout():
     stored = plan.abstract(params)
     assert (jax.tree.leaves(lna.trainable_mask(stored, "adapters"))
             == jax.tree.leaves(lna.trainable_mask(params, "adapters")))
-    assert count_trainable(stored, lna.trainable_mask(stored, "adapters")) == 2 * count_trainable(
+    assert count_params(stored, lna.trainable_mask(stored, "adapters")) == 2 * count_params(
         params, lna.trainable_mask(params, "adapters"))

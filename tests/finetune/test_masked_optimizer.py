@@ -5,6 +5,7 @@ import numpy as np
 import optax
 import pytest
 
+from mlst_jax.models.params import count_params
 from mlst_jax.train import optim
 
 CFG = {"lr": 1e-2, "schedule": "constant", "clip_norm": 1.0, "weight_decay": 0.01}
@@ -44,8 +45,8 @@ def test_state_exists_only_for_trained_leaves(grad_accum):
     per_leaf = 2 if grad_accum == 1 else 3  # Adam mu, nu (+ MultiSteps' accumulated gradient)
     assert _state_elements(optim.make_optimizer(cfg).init(params)) == per_leaf * n
     assert _state_elements(optim.make_optimizer(cfg, trainable_mask=MASK).init(params)) == per_leaf * TRAINED
-    assert optim.count_trainable(params, MASK) == TRAINED
-    assert optim.count_trainable(params) == n
+    assert count_params(params, MASK) == TRAINED
+    assert count_params(params) == n
 
 
 @pytest.mark.parametrize("grad_accum", [1, 2])

@@ -2,7 +2,8 @@
 import jax
 import pytest
 
-from mlst_jax.models.s2t_transformer import S2TConfig, abstract_params, count_params, named_config
+from mlst_jax.models.s2t_transformer import S2TConfig, abstract_params, named_config
+from mlst_jax.models.params import count_params
 
 
 def test_s2t_transformer_m_has_the_papers_76_3m_parameters():

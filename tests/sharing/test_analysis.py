@@ -98,9 +98,9 @@ def synth_tiny():
 def run(corpus, tmp_path_factory):
     """A training run's directory as the trainer leaves it (random weights, a partially split plan)."""
     from mlst_jax.models.s2t_transformer import S2TTransformer
-    from mlst_jax.sharing.plan import SharingPlan, path_names
+    from mlst_jax.models.params import path_names
+    from mlst_jax.sharing.plan import SharingPlan
     from mlst_jax.sharing.strategies import differentiable_units
-    from mlst_jax.train import config as cfglib
     from mlst_jax.train.checkpoint import Checkpointer
     from mlst_jax.train.state import TrainState
 

@@ -8,7 +8,8 @@ import pytest
 from mlst_jax.models.s2t_transformer import S2TConfig, S2TTransformer
 from mlst_jax.sharing.gradients import (Quadruplet, cosine_matrix, make_task_grad_fn, read_quadruplets_csv,
                                         similarities, task_gradients, write_quadruplets_csv)
-from mlst_jax.sharing.plan import SharingPlan, path_names, unit_of
+from mlst_jax.models.params import path_names
+from mlst_jax.sharing.plan import SharingPlan, unit_of
 from mlst_jax.sharing.strategies import differentiable_units
 from mlst_jax.train.losses import label_smoothed_nll
 

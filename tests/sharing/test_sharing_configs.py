@@ -8,6 +8,7 @@ import jax
 import numpy as np
 import pytest
 
+from mlst_jax.models.params import count_params
 from mlst_jax.cli import main
 from mlst_jax.finetune import lna
 from mlst_jax.models.s2t_transformer import abstract_params
@@ -15,7 +16,6 @@ from mlst_jax.sharing import CopyTable, SharingPlan, differentiable_units, make_
 from mlst_jax.train import config as cfglib
 from mlst_jax.train.tasks import get_task
 from mlst_jax.train.cli_train import load_config
-from mlst_jax.train.optim import count_trainable
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "mustc_sharing.py"
 SHARED = 76_327_936  # design §3: Multilingual, 76.3M
@@ -84,11 +84,11 @@ def test_system_loads_validates_and_has_the_design_size(system):
         shared_with_adapters = SharingPlan.shared(base, langs).num_params(base)
         assert n == 152_120_320 and abs(n / 1e6 - millions) / millions < 0.01  # 152.1M against the paper's ≈153.1M
         assert n - shared_with_adapters == 7 * (shared_with_adapters - SHARED)  # 8 copies of every adapter
-        assert count_trainable(base, lna.trainable_mask(base, "adapters")) == shared_with_adapters - SHARED
+        assert count_params(base, lna.trainable_mask(base, "adapters")) == shared_with_adapters - SHARED
     elif millions is not None:
         assert round(n / 1e6, 1) == millions
         if trainable in LNA_TRAINED:
-            assert n == SHARED and count_trainable(base, lna.trainable_mask(base, trainable)) == LNA_TRAINED[trainable]
+            assert n == SHARED and count_params(base, lna.trainable_mask(base, trainable)) == LNA_TRAINED[trainable]
     else:
         x = float(strategy.split("@")[1])
         units = set(differentiable_units(base))

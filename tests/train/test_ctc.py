@@ -8,7 +8,8 @@ import pytest
 from mlst_jax.data.ctc_labels import ALPHABET, VOCAB_SIZE, char_labels, label_text
 from mlst_jax.data.pipeline import PipelineConfig, make_eval_pipeline, make_train_pipeline
 from mlst_jax.data.vocab import train_vocab
-from mlst_jax.models.s2t_transformer import S2TConfig, S2TTransformer, count_params
+from mlst_jax.models.s2t_transformer import S2TConfig, S2TTransformer
+from mlst_jax.models.params import count_params
 from mlst_jax.sharing import SharingPlan
 from mlst_jax.sharing.strategies import make_plan
 from mlst_jax.train import optim, sharding as shd, state as st, step as sp

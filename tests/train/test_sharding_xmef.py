@@ -12,6 +12,7 @@ from mlst_jax.models import wav2vec2, xmef
 from mlst_jax.models.mbart import MBartConfig
 from mlst_jax.train import sharding as shd
 from mlst_jax.models import joint
+from mlst_jax.models.params import path_names
 
 # Path (full match) -> logical axes; the first matching row applies.
 TABLE = [
@@ -70,7 +71,7 @@ def full_joint():
 
 
 def flat(params):
-    return {"/".join(shd._path_names(path)): x for path, x in jax.tree_util.tree_leaves_with_path(params)}
+    return {"/".join(path_names(path)): x for path, x in jax.tree_util.tree_leaves_with_path(params)}
 
 
 def logical(name):

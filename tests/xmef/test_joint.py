@@ -8,7 +8,8 @@ import pytest
 from mlst_jax.models.mbart import MBart, MBartConfig
 from mlst_jax.models.wav2vec2 import named_config
 from mlst_jax.models.joint import JointConfig, JointXMEF, abstract_params, joint_from_pretrained
-from mlst_jax.models.xmef import XMEF, XMEFConfig, count_params, paper_config
+from mlst_jax.models.xmef import XMEF, XMEFConfig, paper_config
+from mlst_jax.models.params import count_params
 from mlst_jax.train.step import _loss_sums
 from mlst_jax.translator import Translator
 
