@@ -17,10 +17,11 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 venv: $(BIN)/.installed
 
 test: venv
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
 
 demo: venv
-	$(BIN)/python -m mlst_jax.demo --workdir $(WORKDIR)
+	$(BIN)/python -m mlst_jax.jobs.demo --workdir $(WORKDIR)
 
 bench: venv
 	$(BIN)/python -m bench.fbank_speed

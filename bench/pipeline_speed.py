@@ -33,7 +33,7 @@ from mlst_jax.data.tfds_builders import MustC, prepare
 from mlst_jax.data.vocab import train_vocab
 from mlst_jax.data.writers import Talk, write_mustc
 from mlst_jax.models.s2t_transformer import S2TConfig, S2TTransformer
-from mlst_jax.train.losses import label_smoothed_nll
+from mlst_jax.models.losses import label_smoothed_nll
 
 LANGS = ("de", "es", "fr")
 WORDS = ("haus katze hund buch wasser auto mann frau kind stadt casa gato perro libro agua coche hombre mujer "

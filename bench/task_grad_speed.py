@@ -21,7 +21,7 @@ from mlst_jax.models.s2t_transformer import S2TTransformer, named_config
 from mlst_jax.models.params import count_params
 from mlst_jax.sharing.gradients import make_task_grad_fn
 from mlst_jax.sharing.plan import SharingPlan
-from mlst_jax.train.losses import label_smoothed_nll
+from mlst_jax.models.losses import label_smoothed_nll
 
 
 def _bytes(ma) -> tuple[int, int]:

@@ -16,7 +16,7 @@ import torch
 
 from bench.common import reference_pair, timed
 from mlst_jax.models.s2t_transformer import S2TTransformer, named_config
-from mlst_jax.train.losses import label_smoothed_nll
+from mlst_jax.models.losses import label_smoothed_nll
 
 
 def main():

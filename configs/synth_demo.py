@@ -1,11 +1,11 @@
-"""The main job's shared model (`make demo`, `mlst_jax/demo.py`): a small S2T Transformer (d=256, 3 encoder and
+"""The main job's shared model (`make demo`, `mlst_jax/jobs/demo.py`): a small S2T Transformer (d=256, 3 encoder and
 2 decoder layers, vocabulary 1,600) on the `demo` synthetic corpus over the `demo` lexicon subset (26 nouns, 10
 adjectives, 16 verbs, numbers to 12; all 18 patterns), English speech -> de, es, fr, it, nl, pt, ro, ru (MuST-C
 layout, 10,000 training utterances per direction), 900 updates with the auxiliary CTC loss on the English
 transcript (weight 1.0, in place of the recipe's ASR-pretrained encoder); the demo continues it 100 more updates
 per system.
 
-    make demo            # = python -m mlst_jax.demo --workdir workdir/demo
+    make demo            # = python -m mlst_jax.jobs.demo --workdir workdir/demo
 
 Expected result (2-core CPU, docs/benchmarks.md "The main job"): about 19 minutes in all; average test BLEU
 multilingual 44.48, joint_ft 45.14, enc 45.18 (4.57x), random@2.0 45.12 (2.04x), grad@2.0 45.06 (2.01x).

@@ -2,7 +2,7 @@
 (16-48 utterances per split), 8 target languages, 12 shared updates and 4 more per system. Every stage of the demo
 runs; the BLEU scores mean nothing at this size.
 
-    python -m mlst_jax.demo --workdir /tmp/demo_tiny --config configs/synth_demo_tiny.py --size tiny
+    python -m mlst_jax.jobs.demo --workdir /tmp/demo_tiny --config configs/synth_demo_tiny.py --size tiny
 
 Expected result: `/tmp/demo_tiny/report.md` with five rows (multilingual 0.38M, joint_ft 0.38M, enc 1.67M = 4.43x,
 random@2.0 0.76M = 2.00x, grad@2.0 about 2.0x), BLEU near 0 and the similarity figures, in about two and a half

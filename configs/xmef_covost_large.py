@@ -37,7 +37,7 @@ Expected BLEU (seed 001, CoVoST 2 test; the XMEF rows of Tables 3 and 5):
     Joint Training 25.1.
 
 The miniature of this model on the synthetic corpus (pretraining, LNA finetuning, zero-shot matrix) is
-`python -m mlst_jax.xmef.miniature --workdir DIR` (docs/xmef.md). Seed 001 gives no optimization settings; the
+`python -m mlst_jax.jobs.miniature --workdir DIR` (docs/xmef.md). Seed 001 gives no optimization settings; the
 `optim` values below are placeholders for a finetuning run, not the paper's.
 
 Finetuning on CoVoST 2 / Europarl-ST from HF checkpoints (commands for Tables 3, 5 and 6 in docs/reproducing.md;

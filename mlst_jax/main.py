@@ -54,7 +54,7 @@ def main(parsed: tuple[list[str], list[str]]) -> None:
     argv, overrides = parsed
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from mlst_jax.train.cli_train import load_config
+    from mlst_jax.train.config import load_config
 
     try:
         config = load_config(_CONFIG.value, overrides)

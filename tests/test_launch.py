@@ -66,7 +66,7 @@ def test_tpu_pod_dry_run():
 def test_tpu_pod_dry_run_xmef():
     """An XMEF command line reaches every worker's `mlst_jax.main` word for word through the remote shell, and its
     overrides name fields of the config."""
-    from mlst_jax.train.cli_train import load_config
+    from mlst_jax.train.config import load_config
 
     cmds = commands(dry_run("tpu_pod.sh", "--", *XMEF_ARGS, TPU_NAME="pod", ZONE="z1", PROJECT="proj", CREATE="0",
                             SETUP="0"))

@@ -1,7 +1,7 @@
 """Translator serving XMEF (wav2vec 2.0 → length adaptor → mBART decoder) from an HF SpeechEncoderDecoderModel
 directory: logits and greedy decoding against HF, the mBART-50 language codes, the tokenizer (present or not),
 save → from_pretrained, and `mlst translate`. Conventions (tiny config, perturbed weights) follow
-tests/test_xmef.py."""
+tests/models/test_xmef.py."""
 import json
 import logging
 import shutil

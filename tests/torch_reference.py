@@ -1,5 +1,6 @@
 """Helpers shared by the parity tests against transformers' PyTorch models."""
 import numpy as np
+import pytest
 
 
 def perturb(torch, model):
@@ -13,3 +14,19 @@ def perturb(torch, model):
             else:
                 p.normal_(0.0, float(np.prod(p.shape[1:])) ** -0.5)
     return model.eval()
+
+
+class MaxDiffs(dict):
+    """The largest |ours - reference| of each named check, printed once the module's tests have run."""
+
+    def record(self, name: str, diff):
+        self[name] = max(self.get(name, 0.0), float(diff))
+        return diff
+
+    def fixture(self):
+        """An autouse module fixture that prints the table."""
+        @pytest.fixture(scope="module", autouse=True)
+        def report_diffs():
+            yield
+            print("\nmax |diff| vs HF:", {k: f"{v:.2e}" for k, v in sorted(self.items())})
+        return report_diffs

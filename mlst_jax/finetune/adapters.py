@@ -2,7 +2,7 @@
 
 `x + fc2(relu(fc1(LayerNorm(x))))` after every encoder and decoder layer of the S2T Transformer
 (`S2TConfig.adapter_dim > 0`). The model holds one adapter per layer; making them per-language is the sharing
-plan's job: `adapter_plan` gives every adapter unit one copy per target language (stored `[n, ...]`, gathered
+plan's job: `mlst_jax.sharing.strategies.adapter_plan` gives every adapter unit one copy per target language (stored `[n, ...]`, gathered
 per language group by the train step) and shares everything else. Train them alone with the `adapters` mask
 of `mlst_jax.finetune.lna`.
 
@@ -25,12 +25,13 @@ import jax
 import jax.numpy as jnp
 
 from mlst_jax.models import layers
-from mlst_jax.models.params import path_names
+from mlst_jax.models.params import count_params, path_names
+from mlst_jax.models.s2t_transformer import abstract_params
 
 ADAPTER = "adapter"
 Unit = tuple[str, ...]
 
-__all__ = ["ADAPTER", "adapter_units", "adapter_plan", "add_adapters", "strip_adapters",
+__all__ = ["ADAPTER", "adapter_units", "add_adapters", "strip_adapters",
            "has_adapters", "adapter_size", "adapter_model_size"]
 
 
@@ -47,21 +48,6 @@ def adapter_units(params: Any) -> list[Unit]:
 
 def has_adapters(params: Any) -> bool:
     return bool(adapter_units(params))
-
-
-def adapter_plan(base_params: Any, langs: Sequence[str]):
-    """SharingPlan with one copy of every adapter unit per language in `langs` and everything else shared.
-
-    `base_params` are unshared parameters (arrays or shapes) of a model with `adapter_dim > 0`.
-    """
-    from mlst_jax.sharing.plan import CopyTable, SharingPlan
-
-    units = set(adapter_units(base_params))
-    if not units:
-        raise ValueError("adapter_plan: the parameters have no adapters (build the model with adapter_dim > 0, "
-                         "or add them with add_adapters)")
-    separate = CopyTable.separate(len(langs))
-    return SharingPlan.from_units(base_params, langs, lambda u: separate if tuple(u) in units else None)
 
 
 def add_adapters(params: Any, config, rng: jax.Array) -> dict:
@@ -95,8 +81,8 @@ def strip_adapters(params: Any) -> dict:
 
 def adapter_model_size(config, langs: Sequence[str], **abstract_kw) -> int:
     """Parameter count of the S2T model `config` (adapter_dim > 0) with per-language adapters for `langs`,
-    computed from shapes only."""
-    from mlst_jax.models.s2t_transformer import abstract_params
-
+    computed from shapes only: one copy of every adapter per language (`sharing.strategies.adapter_plan`), one of
+    everything else."""
     base = abstract_params(config, **abstract_kw)
-    return adapter_plan(base, langs).num_params(base)
+    adapter = sum(count_params(x) for p, x in jax.tree_util.tree_flatten_with_path(base)[0] if ADAPTER in path_names(p))
+    return count_params(base) + (len(langs) - 1) * adapter

@@ -5,13 +5,12 @@
 * **Language × language** (Fig. 3): the mean cosine of each language pair over every unit of every layer
   where the two languages share a copy (diagonal 1; NaN for a pair that shares no unit).
 
-`write_analysis` saves both as CSV and PNG; `analyze_run` computes everything from a training run's checkpoint
-(what `mlst analyze` does).
+`write_analysis` saves both as CSV and PNG; `mlst_jax.jobs.analyze.analyze_run` computes everything from a
+training run's checkpoint (what `mlst analyze` does).
 """
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 import re
@@ -23,7 +22,7 @@ import numpy as np
 from mlst_jax.sharing.gradients import Quadruplet
 
 __all__ = ["LayerSimilarity", "layer_of", "module_kind", "layer_similarity", "language_similarity",
-           "write_analysis", "plot_layer_similarity", "plot_language_similarity", "Run", "load_run", "analyze_run",
+           "write_analysis", "plot_layer_similarity", "plot_language_similarity",
            "MODULE_KINDS"]
 
 _LAYER = re.compile(r"^decoder/layers_(\d+)/")
@@ -199,95 +198,3 @@ def write_analysis(out_dir: str | os.PathLike, quads: Sequence[Quadruplet],
     plot_layer_similarity(layers, files["layer_similarity.png"])
     plot_language_similarity(langs, sim, files["language_similarity.png"])
     return {"layers": layers, "langs": langs, "language_similarity": sim, "files": files}
-
-
-# -- from a training run ---------------------------------------------------------------------------------
-
-
-class Run(NamedTuple):
-    """A training run's checkpoint: config (ConfigDict), vocabulary, model, stored params (host numpy), plan."""
-
-    config: Any
-    step: int
-    vocab: Any
-    model: Any
-    params: Any
-    plan: Any
-
-
-def load_run(workdir: str | os.PathLike, step: int | None = None) -> Run:
-    """The checkpoint `step` (default: the latest) of training run `workdir`, with its config (`config.json`
-    or the checkpoint's), vocabulary, parameters and sharing plan (none saved: fully shared)."""
-    import jax
-    import ml_collections
-
-    from mlst_jax.models.s2t_transformer import S2TTransformer, abstract_params
-    from mlst_jax.sharing.plan import SharingPlan
-    from mlst_jax.train.checkpoint import Checkpointer
-    from mlst_jax.train.tasks import get_task
-
-    workdir = Path(workdir)
-    if not workdir.is_dir():
-        raise ValueError(f"{workdir}: no such run directory")
-    directory = workdir / "checkpoints"
-    if not directory.is_dir():
-        raise ValueError(f"{workdir} holds no checkpoints/ directory: not a training run")
-    ckpt = Checkpointer(directory, keep=None, async_save=False)
-    try:
-        steps = ckpt.all_steps()
-        if not steps:
-            raise ValueError(f"{directory}: no checkpoints")
-        if step is None:
-            step = steps[-1]
-        elif step not in steps:
-            raise ValueError(f"{directory}: no checkpoint for step {step}; saved steps: {steps}")
-        path = workdir / "config.json"
-        d = json.loads(path.read_text()) if path.is_file() else ckpt.restore_json(step, "config")
-        if not d:
-            raise ValueError(f"{workdir}: no config.json and no config saved with step {step}")
-        c = ml_collections.ConfigDict(d)
-        if not c.data.vocab and not (workdir / "vocab" / "spm.model").is_file():
-            raise ValueError(f"{workdir}: the config names no vocabulary (data.vocab) and "
-                             f"{workdir / 'vocab' / 'spm.model'} is missing")
-        task = get_task(c)
-        vocab = task.load_vocab(workdir)
-        model_cfg = task.model_config(vocab)
-        params = ckpt.restore_params(step)
-        langs = tuple(c.data.tgt_langs)
-        plan_json = ckpt.restore_json(step, "sharing_plan")
-    finally:
-        ckpt.close()
-    plan = SharingPlan.shared(params, langs) if plan_json is None else SharingPlan.from_json(plan_json, params)
-    if tuple(plan.langs) != langs:
-        raise ValueError(f"the checkpoint's sharing plan is over {plan.langs}, the config's data.tgt_langs "
-                         f"are {langs}")
-    expected = plan.abstract(abstract_params(model_cfg))
-    if jax.tree.structure(expected) != jax.tree.structure(params) or any(
-            tuple(a.shape) != tuple(b.shape) for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(params))):
-        raise ValueError(f"{workdir} step {step}: the saved parameters do not match the config's model "
-                         f"({c.model.s2t.arch}) under the saved sharing plan")
-    return Run(c, step, vocab, S2TTransformer(model_cfg), params, plan)
-
-
-def analyze_run(workdir: str | os.PathLike, split: str, out_dir: str | os.PathLike, *, step: int | None = None,
-                max_utterances: int | None = None, batch_size: int = 8, progress: bool = True) -> dict[str, Any]:
-    """Per-task gradients of run `workdir` on the multi-way aligned `split` of its corpus; writes
-    quadruplets.csv and the two analyses (`write_analysis`) into `out_dir`. Returns `write_analysis`'s dict
-    plus "step", "utterances", "nll" ({lang: mean NLL}) and "similarity" ({unit: [n, n]})."""
-    from mlst_jax.sharing.gradients import similarities, task_gradients, write_quadruplets_csv
-    from mlst_jax.train.inputs import multiway_batches
-    from mlst_jax.train.tasks import get_task
-
-    run = load_run(workdir, step)
-    batches = multiway_batches(run.config, get_task(run.config), run.plan.langs, split, run.vocab, batch_size,
-                               max_utterances=max_utterances)
-    grads = task_gradients(run.model, run.params, run.plan, batches, progress=progress)
-    matrices, quads = similarities(grads, run.plan)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    write_quadruplets_csv(out / "quadruplets.csv", quads)
-    result = write_analysis(out, quads, run.plan.langs)
-    result["files"] = {"quadruplets.csv": out / "quadruplets.csv", **result["files"]}
-    result.update(step=run.step, utterances=grads.utterances, similarity=matrices,
-                  nll=dict(zip(run.plan.langs, grads.nll.tolist())))
-    return result

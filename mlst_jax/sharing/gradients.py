@@ -27,7 +27,7 @@ import numpy as np
 from mlst_jax.models.params import path_names
 from mlst_jax.sharing.plan import SharingPlan, Unit, unit_of
 from mlst_jax.sharing.strategies import differentiable_units
-from mlst_jax.train.losses import label_smoothed_nll
+from mlst_jax.models.losses import label_smoothed_nll
 
 __all__ = ["TaskGradients", "Quadruplet", "GradFn", "make_task_grad_fn", "task_gradients", "similarities",
            "cosine_matrix", "write_quadruplets_csv", "read_quadruplets_csv", "QUADRUPLET_FIELDS"]

@@ -25,11 +25,12 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from mlst_jax.finetune import adapters
 from mlst_jax.models.params import path_names
 from mlst_jax.sharing.plan import CopyTable, SharingPlan, Unit, unit_of
 
 __all__ = ["HEURISTIC_PARTS", "STRATEGY_PATTERN", "parse_strategy", "make_plan", "differentiable_units",
-           "random_plan", "grad_plan", "unit_sizes"]
+           "random_plan", "grad_plan", "unit_sizes", "budget_reached", "splittable", "adapter_plan"]
 
 ATTENTIONS = ("self_attn", "encoder_attn")
 # The decoder-layer units each heuristic keeps shared (a unit is named by its last two path names).
@@ -96,8 +97,6 @@ def make_plan(strategy: str, base_params: Any, langs: Sequence[str], *, seed: in
     if kind == "bilingual":
         return SharingPlan.from_units(base_params, langs, lambda u: CopyTable.separate(n))
     if kind == "adapters":
-        from mlst_jax.finetune.adapters import adapter_plan
-
         return adapter_plan(base_params, langs)
     if kind == "enc":
         shared = HEURISTIC_PARTS[part] if part else frozenset()
@@ -118,6 +117,32 @@ def make_plan(strategy: str, base_params: Any, langs: Sequence[str], *, seed: in
         raise ValueError(f"{strategy}: gradient-guided sharing needs per-task gradient similarities "
                          f"(mlst differentiate computes them from a trained checkpoint)")
     return grad_plan(start, base_params, x, similarity)
+
+
+def budget_reached(plan: SharingPlan, base: Any, multiple: float) -> bool:
+    """Whether `plan` holds at least `multiple` × the shared model's parameters."""
+    shared = SharingPlan.shared(base, plan.langs).num_params(base)
+    return plan.num_params(base) >= round(multiple * shared)
+
+
+def splittable(plan: SharingPlan) -> bool:
+    """Whether some differentiable unit still has a copy shared by two or more languages (False at the cap,
+    where random@X and grad@X stop whatever X is)."""
+    units = plan.units()
+    return any(len(g) > 1 for u in differentiable_units(plan) for g in units[u].groups())
+
+
+def adapter_plan(base_params: Any, langs: Sequence[str]):
+    """SharingPlan with one copy of every adapter unit per language in `langs` and everything else shared.
+
+    `base_params` are unshared parameters (arrays or shapes) of a model with `adapter_dim > 0`.
+    """
+    units = set(adapters.adapter_units(base_params))
+    if not units:
+        raise ValueError("adapter_plan: the parameters have no adapters (build the model with adapter_dim > 0, "
+                         "or add them with add_adapters)")
+    separate = CopyTable.separate(len(langs))
+    return SharingPlan.from_units(base_params, langs, lambda u: separate if tuple(u) in units else None)
 
 
 def _budget(plan: SharingPlan, base_params: Any, multiple: float) -> tuple[int, int]:

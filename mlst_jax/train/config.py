@@ -7,7 +7,10 @@ invents a field or a default. `validate` raises a ValueError naming the field fo
 """
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
+from typing import Sequence
 
 import ml_collections
 
@@ -143,7 +146,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.batch_size = 0  # rows per eval batch (0: max_frames_per_batch // max_frames)
     c.eval.max_examples = 0  # per stream (0: all)
 
-    c.demo = ml_collections.ConfigDict()  # the main job (mlst_jax/demo.py)
+    c.demo = ml_collections.ConfigDict()  # the main job (mlst_jax/jobs/demo.py)
     c.demo.extra_steps = 0  # updates of every system continued from the shared model (0: a quarter of its updates)
     c.demo.lexicon = "full"  # the corpus's lexicon subset (mlst data synth --lexicon)
     return c
@@ -204,3 +207,61 @@ def validate(c: ml_collections.ConfigDict, device_count: int | None = None, chec
             raise ValueError(f"train.{field}={c.train[field]} must be >= 1")
     if device_count is not None:
         resolve_mesh(c, device_count)
+
+
+def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
+    """The config `FILE[:ARG]` with `--config.FIELD=VALUE` overrides (ml_collections `config_flags`), as `mlst train`
+    and `python -m mlst_jax.main` read it; ValueError naming the file or field for a bad one."""
+    from absl import flags
+    from ml_collections import config_flags
+
+    path = spec.split(":", 1)[0]
+    if not Path(path).is_file():
+        raise ValueError(f"config file {path!r} does not exist")
+    stray = [a for a in overrides if a.startswith("-") and not a.startswith("--config.")]
+    if stray:
+        raise ValueError(f"unrecognized arguments {stray}; config fields are overridden as --config.FIELD=VALUE")
+    argv = ["mlst", f"--config={spec}", *overrides]
+    fv = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", None, "experiment config file", flag_values=fv, lock_config=True,
+                                    sys_argv=argv)
+    try:
+        fv(argv)
+        config = fv["config"].value
+    except (flags.Error, AttributeError, KeyError, TypeError) as e:  # bad overrides, get_config errors
+        raise ValueError(f"--config {spec}: {_unknown_field(spec, overrides) or _last_line(str(e))}") from None
+    if config is None:
+        raise ValueError(f"{path}: get_config() returned None")
+    return config
+
+
+def _last_line(message: str) -> str:
+    """The exception line of a message that embeds a traceback (config_flags wraps get_config errors so)."""
+    if "Traceback (most recent call last)" not in message:
+        return message
+    last = [l for l in message.splitlines() if l.strip()][-1]
+    return last.split(": ", 1)[1] if re.match(r"^\w+(Error|Exception): ", last) else last
+
+
+def _unknown_field(spec: str, overrides: Sequence[str]) -> str | None:
+    """"no config field X" for the first override naming a field the config does not have."""
+    if not overrides:
+        return None
+    config = load_config(spec)
+    for arg in overrides:
+        if not arg.startswith("--config."):
+            continue
+        node, name = config, arg[len("--config."):].split("=", 1)[0]
+        for part in name.split("."):
+            if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+                return f"no config field {name!r} ({arg})"
+            node = node[part]
+    return None
+
+
+def workdir_config(workdir: str | Path) -> ml_collections.ConfigDict:
+    """The config a training run saved (`<workdir>/config.json`)."""
+    path = Path(workdir) / "config.json"
+    if not path.is_file():
+        raise ValueError(f"{path} does not exist: pass --config (the run's experiment config)")
+    return ml_collections.ConfigDict(json.loads(path.read_text()))

@@ -30,7 +30,7 @@ from jax.sharding import Mesh
 
 from mlst_jax.train import sharding as shd
 from mlst_jax.train.ctc import ctc_loss_sums
-from mlst_jax.train.losses import label_smoothed_nll
+from mlst_jax.models.losses import label_smoothed_nll
 from mlst_jax.train.optim import current_lr
 from mlst_jax.train.state import MODEL_INPUTS, TrainState
 

@@ -28,10 +28,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from mlst_jax.sharing import training as sharing_training
 from mlst_jax.sharing.plan import SharingPlan
 from mlst_jax.train import config as cfglib
-from mlst_jax.train import inputs
+from mlst_jax.train import init_from, inputs
 from mlst_jax.train import sharding as shd
 from mlst_jax.train.checkpoint import Checkpointer, save_on_preemption
 from mlst_jax.train.evaluation import Evaluator, put
@@ -52,8 +51,8 @@ def _start_plan(c, task: Task, ckpt: Checkpointer, model, tx, rng, example, mesh
     is one, else the plan this run starts with (and, with `sharing.init`, the state it continues from)."""
     latest = ckpt.latest_step()
     if latest is not None:
-        return sharing_training.saved_plan(ckpt, latest, base, task.stream_names), None, None
-    return sharing_training.start_plan_and_state(c, task.stream_names, model, tx, rng, example, mesh, base, vocab,
+        return init_from.saved_plan(ckpt, latest, base, task.stream_names), None, None
+    return init_from.start_plan_and_state(c, task.stream_names, model, tx, rng, example, mesh, base, vocab,
                                                  workdir, progress=c.train.progress and jax.process_index() == 0)
 
 
@@ -119,7 +118,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                                                      batch_shardings=batch_sharding,
                                                      plan=None if plan.is_shared else plan, **task.step_options())
     keys, batch_sharding, train_step = step_for(plan)
-    schedule = sharing_training.IterativeSchedule.from_config(c)
+    schedule = init_from.IterativeSchedule.from_config(c)
 
     # -- eval -------------------------------------------------------------------------------------------
     evaluator = None
@@ -160,7 +159,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                 metrics["frames"] = int(np.asarray(batch["feature_lengths"]).sum()) * jax.process_count()
                 results.update({f"train/{k}": v for k, v in writer.write(step, metrics).items()})
             if schedule is not None and schedule.due(step) and step < c.train.max_updates:
-                new_plan = schedule.next_plan(step, plan, base, lambda: sharing_training.gradient_similarities(
+                new_plan = schedule.next_plan(step, plan, base, lambda: init_from.gradient_similarities(
                     c, model, state.params, plan, vocab, out_dir=workdir / "analysis" / f"step_{step}"))
                 if new_plan != plan:
                     target = abstract_train_state(model, tx, rng, example, mesh, new_plan)
@@ -249,7 +248,7 @@ def run_plan(workdir: str | Path, langs, params: Any) -> SharingPlan:
     """The sharing plan of the latest checkpoint in `workdir`, over parameters shaped like `params`."""
     ckpt = Checkpointer(Path(workdir) / "checkpoints", keep=None, async_save=False)
     try:
-        return sharing_training.plan_from_json(ckpt.restore_json(ckpt.latest_step(), "sharing_plan"), params, langs)
+        return init_from.plan_from_json(ckpt.restore_json(ckpt.latest_step(), "sharing_plan"), params, langs)
     finally:
         ckpt.close()
 

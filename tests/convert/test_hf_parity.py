@@ -16,6 +16,7 @@ from safetensors.numpy import load_file, save_file  # noqa: E402
 from mlst_jax.convert import load_checkpoint  # noqa: E402
 from mlst_jax.convert.hf import load_hf_speech2text, save_hf_speech2text  # noqa: E402
 from mlst_jax.models.s2t_transformer import S2TTransformer, init_decode_cache  # noqa: E402
+from torch_reference import MaxDiffs  # noqa: E402
 
 pytestmark = pytest.mark.torch
 
@@ -31,7 +32,7 @@ CONFIGS = {
 }
 LENGTHS = (53, 40, 27)
 TOL = 1e-4
-MAX_DIFFS = {}
+MAX_DIFFS = MaxDiffs()
 
 
 def random_hf_model(seed: int, **kw):
@@ -57,15 +58,8 @@ def hf_run(model, feats, tokens, mask=None):
     return out.encoder_last_hidden_state.numpy(), out.logits.numpy()
 
 
-def record(name, diff):
-    MAX_DIFFS[name] = max(MAX_DIFFS.get(name, 0.0), float(diff))
-    return diff
-
-
-@pytest.fixture(scope="module", autouse=True)
-def report_diffs():
-    yield
-    print("\nmax |diff| vs HF:", {k: f"{v:.2e}" for k, v in sorted(MAX_DIFFS.items())})
+record = MAX_DIFFS.record
+report_diffs = MAX_DIFFS.fixture()
 
 
 @pytest.fixture(scope="module", params=sorted(CONFIGS))

@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from mlst_jax.sharing.strategies import adapter_plan
 from mlst_jax.models.params import count_params
 from mlst_jax.finetune import adapters as ad, lna
 from mlst_jax.models.s2t_transformer import S2TConfig, S2TTransformer
@@ -32,7 +33,7 @@ def test_only_the_per_language_adapters_train():
     model = S2TTransformer(CFG)
     base = jax.jit(model.init)(jax.random.PRNGKey(0), batch["features"][0], batch["feature_lengths"][0],
                                batch["decoder_input"][0])["params"]
-    plan = ad.adapter_plan(base, ("de", "fr"))
+    plan = adapter_plan(base, ("de", "fr"))
     mask = lna.trainable_mask(base, "adapters")
     tx = optim.make_optimizer({"lr": 1e-2, "schedule": "constant", "grad_accum": 2}, trainable_mask=mask)
     mesh = shd.make_mesh(2, 2, 1, devices=jax.devices()[:4])

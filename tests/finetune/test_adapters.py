@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from mlst_jax.sharing.strategies import adapter_plan
 from mlst_jax.convert.hf import config_to_hf, save_hf_speech2text
 from mlst_jax.finetune import adapters as ad
 from mlst_jax.models.s2t_transformer import (S2TConfig, S2TTransformer, abstract_params, init_decode_cache, named_config)
@@ -99,7 +100,7 @@ def test_adapters_are_in_the_forward_pass(models, side):
 
 def test_adapter_plan_makes_adapters_language_specific(models):
     _, cfg, params = models
-    plan = ad.adapter_plan(params, ("de", "fr", "ru"))
+    plan = adapter_plan(params, ("de", "fr", "ru"))
     split = {u for u, t in plan.units().items() if t.num_copies > 1}
     assert split == set(ad.adapter_units(params)) and len(split) == 4 * 3
     assert all(t.copy_of == (0, 1, 2) for u, t in plan.units().items() if u in split)
@@ -116,7 +117,7 @@ def test_adapter_plan_makes_adapters_language_specific(models):
     np.testing.assert_array_equal(np.asarray(de), np.asarray(ru))
     assert float(jnp.max(jnp.abs(de - fr))) > 1e-3
     with pytest.raises(ValueError, match="have no adapters"):
-        ad.adapter_plan(ad.strip_adapters(params), ("de", "fr"))
+        adapter_plan(ad.strip_adapters(params), ("de", "fr"))
 
 
 def test_checkpoint_converters_refuse_adapters(models, tmp_path):

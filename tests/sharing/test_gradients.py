@@ -11,7 +11,7 @@ from mlst_jax.sharing.gradients import (Quadruplet, cosine_matrix, make_task_gra
 from mlst_jax.models.params import path_names
 from mlst_jax.sharing.plan import SharingPlan, unit_of
 from mlst_jax.sharing.strategies import differentiable_units
-from mlst_jax.train.losses import label_smoothed_nll
+from mlst_jax.models.losses import label_smoothed_nll
 
 LANGS = ("de", "es", "fr")
 B, T, U, V = 3, 40, 7, 50

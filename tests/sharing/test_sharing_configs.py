@@ -15,7 +15,7 @@ from mlst_jax.models.s2t_transformer import abstract_params
 from mlst_jax.sharing import CopyTable, SharingPlan, differentiable_units, make_plan
 from mlst_jax.train import config as cfglib
 from mlst_jax.train.tasks import get_task
-from mlst_jax.train.cli_train import load_config
+from mlst_jax.train.config import load_config
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "mustc_sharing.py"
 SHARED = 76_327_936  # design §3: Multilingual, 76.3M

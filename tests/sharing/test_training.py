@@ -11,7 +11,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from mlst_jax.sharing import CopyTable, SharingPlan, base_shapes, differentiable_units
-from mlst_jax.sharing.training import load_source
+from mlst_jax.train.init_from import load_source
 from mlst_jax.train.checkpoint import Checkpointer
 
 pytestmark = pytest.mark.slow
@@ -257,7 +257,7 @@ def start(c, workdir: Path):
     """`start_plan_and_state` of config `c` as the trainer calls it: (plan, initial state, data state)."""
     import jax.numpy as jnp
 
-    from mlst_jax.sharing.training import start_plan_and_state
+    from mlst_jax.train.init_from import start_plan_and_state
     from mlst_jax.train import config as cfglib
     from mlst_jax.train import sharding as shd
     from mlst_jax.train.optim import optimizer_of
@@ -319,7 +319,7 @@ def test_lna_trains_only_its_leaves(corpus, shared_run, shared_raw, tmp_path, va
     finetune.trainable=VARIANT for 2 steps. Frozen leaves stay bitwise, trained ones move, and the optimizer state
     (fresh: the shared run trained every parameter) holds Adam moments for the trained leaves only."""
     from mlst_jax.finetune import lna
-    from mlst_jax.train.cli_train import load_config
+    from mlst_jax.train.config import load_config
     from mlst_jax.train.trainer import train_and_evaluate
 
     row = load_config(f"{ROOT / 'configs' / 'mustc_sharing.py'}:{variant}")

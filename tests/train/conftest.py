@@ -13,7 +13,7 @@ def tiny_data(tmp_path_factory) -> TinyData:
     """16/4/4 utterances per direction, TFDS prepared, vocabulary trained."""
     from mlst_jax.data.synthetic.corpus import synthesize_corpus
     from mlst_jax.train import inputs
-    from mlst_jax.train.cli_train import load_config
+    from mlst_jax.train.config import load_config
     from mlst_jax.train.tasks import get_task
 
     root, data_dir, work = (tmp_path_factory.mktemp(n) for n in ("tiny_corpus", "tiny_tfds", "tiny_vocab"))

@@ -7,7 +7,7 @@ import pytest
 
 from mlst_jax import cli
 from mlst_jax.train import config as cfglib
-from mlst_jax.train.cli_train import load_config
+from mlst_jax.train.config import load_config
 from mlst_jax.train.tasks import get_task
 from train_runs import ROOT, RUN_FIELDS, SYNTH_TINY, config_args
 

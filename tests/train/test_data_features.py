@@ -6,7 +6,7 @@ from mlst_jax.audio import fbank
 from mlst_jax.train import config as cfglib
 from mlst_jax.train import inputs
 from mlst_jax.train.tasks import get_task
-from mlst_jax.train.cli_train import load_config
+from mlst_jax.train.config import load_config
 from train_runs import SYNTH_TINY, config_args
 
 

@@ -2,7 +2,7 @@
 language-tag position and padding left out, dropout keys that change every step and are reproducible, and the
 donation of the input state.
 
-Convention checked (recent fairseq `label_smoothed_nll_loss`, documented in `mlst_jax/train/losses.py`):
+Convention checked (recent fairseq `label_smoothed_nll_loss`, documented in `mlst_jax/models/losses.py`):
 eps_i = eps / (V - 1), loss = (1 - eps - eps_i) * nll + eps_i * smooth_loss, smooth_loss = -sum_v log p_v;
 the language tag (target position 0, fairseq's `ignore_prefix_size=1`) and padding (target == pad,
 fairseq's `ignore_index`) are left out. The step reports the loss summed over the remaining target tokens
@@ -15,7 +15,7 @@ import pytest
 
 from mlst_jax.models.s2t_transformer import S2TConfig, S2TTransformer
 from mlst_jax.train import optim, sharding as shd, state as st, step as sp
-from mlst_jax.train.losses import label_smoothed_nll
+from mlst_jax.models.losses import label_smoothed_nll
 
 EPS = 0.1
 PAD, EOS = 1, 2

@@ -24,7 +24,7 @@ RUN = {"train.max_updates": STEPS, "train.checkpoint_every": EVERY, "train.log_e
 
 
 def load(args):
-    from mlst_jax.train.cli_train import load_config
+    from mlst_jax.train.config import load_config
 
     return load_config(args[0].split("=", 1)[1], args[1:])
 
@@ -248,7 +248,7 @@ def test_joint_with_a_mask_that_freezes_the_shared_layers_is_refused(xmef_data):
 
 def test_large_config_rejects_the_tiny_checkpoints(xmef_data):
     from mlst_jax.train import config as cfglib
-    from mlst_jax.train.cli_train import load_config
+    from mlst_jax.train.config import load_config
 
     c = load_config(str(XMEF_TINY.with_name("xmef_covost_large.py")),
                     [f"--config.init.encoder={xmef_data.w2v}", f"--config.init.decoder={xmef_data.mbart}",

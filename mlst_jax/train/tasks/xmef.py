@@ -4,7 +4,7 @@ speech-text training (`model.xmef.joint_shared_layers > 0`: the transcript is th
 
 Directions (`data.directions`, `data.eval_directions`): `x-en` pairs `data.src_langs` with the pivot
 `data.src_lang` (English), `en-x` pairs the pivot with `data.tgt_langs`, `english-centric` both, `m2m` every source
-of those with every target, `src-tgt` pairs as they are (`mlst_jax.xmef.directions`). Targets: `[language code,
+of those with every target, `src-tgt` pairs as they are (`mlst_jax.data.directions`). Targets: `[language code,
 pieces..., </s>]` in the decoder's vocabulary (mBART-50's `MBart50Vocab` of the pretrained decoder, or a
 `<lang:xx>`-tagged `data.vocab` for models trained from scratch); decoder inputs `[</s>, code, pieces...]`; the
 code is not in the loss (decoding forces it). Languages mBART-50 lacks (CoVoST 2's Catalan and Welsh) need
@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from mlst_jax.data import pipeline as pl
 from mlst_jax.train import inputs
 from mlst_jax.train.tasks.base import Stream, Task
-from mlst_jax.xmef import directions as dirs
+from mlst_jax.data import directions as dirs
 
 logger = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
 """Direction selection, zero-shot sets and the Table-6-style BLEU matrix; the miniature's CER."""
 import pytest
 
-from mlst_jax.xmef.directions import average, bleu_matrix, parse_directions, zero_shot
-from mlst_jax.xmef.miniature import char_error_rate
+from mlst_jax.data.directions import average, bleu_matrix, parse_directions, zero_shot
+from mlst_jax.jobs.miniature import char_error_rate
 
 LANGS = ("en", "de", "fr", "es")
 

@@ -1,5 +1,5 @@
-"""Sharing plans in training runs: the plan a run starts with, initialization from another run's checkpoint
-(`mlst train --init RUN`), gradient similarities on the multi-way set, and the differentiation job.
+"""The plan a run starts with: its saved plan, initialization from another run's checkpoint (`mlst train --init
+RUN`), gradient similarities on the multi-way set, and the iterative differentiation schedule.
 
 A run initialized from RUN continues from RUN's latest checkpoint: its step, parameters, optimizer moments,
 dropout key and data-iterator position, re-laid out for this run's plan (a new copy starts from its
@@ -14,7 +14,6 @@ an error naming RUN's checkpoint and the reason, never a silent fresh start.
 """
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -26,12 +25,12 @@ from flax import traverse_util
 
 from mlst_jax.models.params import path_names
 from mlst_jax.sharing.plan import SharingPlan, base_shapes, transfer_leaf
-from mlst_jax.sharing.strategies import differentiable_units, grad_plan, make_plan, parse_strategy, random_plan
+from mlst_jax.sharing.strategies import budget_reached, grad_plan, make_plan, parse_strategy, random_plan, splittable
 from mlst_jax.train.checkpoint import Checkpointer
 from mlst_jax.train.state import TrainState, abstract_train_state, create_train_state, shardings_of
 
-__all__ = ["saved_plan", "start_plan_and_state", "gradient_similarities", "budget_reached", "splittable", "Source",
-           "load_source", "IterativeSchedule", "differentiate", "Differentiated", "graft"]
+__all__ = ["saved_plan", "start_plan_and_state", "gradient_similarities", "Source", "load_source", "IterativeSchedule",
+           "graft"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,18 +71,6 @@ def load_source(run: str | Path, langs) -> Source:
     params = ckpt.restore_params(step)
     plan = plan_from_json(ckpt.restore_json(step, "sharing_plan"), params, langs)
     return Source(ckpt, step, params, plan)
-
-
-def budget_reached(plan: SharingPlan, base: Any, multiple: float) -> bool:
-    shared = SharingPlan.shared(base, plan.langs).num_params(base)
-    return plan.num_params(base) >= round(multiple * shared)
-
-
-def splittable(plan: SharingPlan) -> bool:
-    """Whether some differentiable unit still has a copy shared by two or more languages (False at the cap,
-    where random@X and grad@X stop whatever X is)."""
-    units = plan.units()
-    return any(len(g) > 1 for u in differentiable_units(plan) for g in units[u].groups())
 
 
 def gradient_similarities(c, model, params: Any, plan: SharingPlan, vocab, out_dir: str | Path | None = None,
@@ -238,76 +225,6 @@ def graft(fresh: Any, plan: SharingPlan, src_params: Any, src_plan: SharingPlan)
         logger.info("parameters not in the source run (fresh initialization): %s", ", ".join(missing[:8]) +
                     (f" and {len(missing) - 8} more" if len(missing) > 8 else ""))
     return traverse_util.unflatten_dict(out)
-
-
-class Differentiated(NamedTuple):
-    """What `differentiate` made: the plan, its size as a multiple of the shared model's, and whether the cap (every
-    differentiable unit language-specific) stopped it short of the budget."""
-
-    plan: SharingPlan
-    multiple: float
-    capped: bool
-
-
-def differentiate(run: str | Path, out: str | Path, budget: float, *, multiway_split: str | None = None,
-                  max_utterances: int | None = None, progress: bool = True) -> Differentiated:
-    """Gradient-guided differentiation of run `run`'s latest checkpoint up to `budget` × the shared size.
-
-    Writes `out` as a run directory (config.json, vocab, `checkpoints/<step>` holding the split parameters,
-    the split Adam moments and the plan, and `analysis/quadruplets.csv` of the task gradients) that
-    `mlst train --init OUT` continues from. A run already at the budget, or at the cap where no unit is left
-    to split, is written unchanged (no task gradients are computed); a budget beyond the cap is a warning.
-    `progress`: a progress bar over the task gradients.
-    """
-    import shutil
-
-    import ml_collections
-
-    from mlst_jax.train import config as cfglib
-    from mlst_jax.train import sharding as shd
-    from mlst_jax.train.optim import optimizer_of
-    from mlst_jax.train.state import abstract_params
-    from mlst_jax.train.tasks import get_task
-
-    run, out = Path(run), Path(out)
-    if not (run / "config.json").is_file():
-        raise ValueError(f"{run}: not a training run directory (no config.json)")
-    if (out / "checkpoints").exists():
-        raise ValueError(f"{out / 'checkpoints'} already exists")
-    c = ml_collections.ConfigDict(json.loads((run / "config.json").read_text()))
-    c.sharing.strategy, c.sharing.init = f"grad@{budget}", str(run)
-    if multiway_split:
-        c.sharing.multiway_split = multiway_split
-    if max_utterances:
-        c.sharing.multiway_max = int(max_utterances)
-    parse_strategy(c.sharing.strategy)
-    task = get_task(c)
-    vocab = task.load_vocab(run)
-    model_cfg = task.model_config(vocab)
-    model = task.model(model_cfg)
-    example = {"features": jax.ShapeDtypeStruct((1, 16, model_cfg.input_feat_per_channel), jnp.float32),
-               "feature_lengths": jax.ShapeDtypeStruct((1,), jnp.int32),
-               "decoder_input": jax.ShapeDtypeStruct((1, 4), jnp.int32)}
-    mesh = shd.make_mesh(*cfglib.resolve_mesh(c, jax.device_count()))
-    base = abstract_params(model, example)
-    tx = optimizer_of(c, task.trainable_mask(base))
-    out.mkdir(parents=True, exist_ok=True)
-    plan, state, data_state = start_plan_and_state(c, task.stream_names, model, tx, jax.random.PRNGKey(c.seed),
-                                                   example, mesh, base, vocab, out, progress=progress)
-    c.sharing.init = ""
-    ckpt = Checkpointer(out / "checkpoints", keep=None, async_save=False)
-    ckpt.save(state, data_state=data_state, config=c, sharing_plan=plan.to_json())
-    ckpt.close()
-    if (run / "vocab").is_dir() and not (out / "vocab").exists():
-        shutil.copytree(run / "vocab", out / "vocab")
-    (out / "config.json").write_text(c.to_json_best_effort(indent=1))
-    logger.info("differentiated %s -> %s: %s, %.2fM parameters", run, out, plan, plan.num_params(base) / 1e6)
-    multiple = plan.num_params(base) / SharingPlan.shared(base, plan.langs).num_params(base)
-    capped = not budget_reached(plan, base, budget)
-    if capped:
-        logger.warning("budget %gx not reached: every differentiable unit is language-specific at %.2fx (the cap "
-                       "of this model)", budget, multiple)
-    return Differentiated(plan, multiple, capped)
 
 
 class IterativeSchedule:

@@ -14,10 +14,10 @@ from mlst_jax.convert import load_pretrained
 from mlst_jax.convert.mbart import load_hf_mbart, save_hf_mbart
 from mlst_jax.models.mbart import (MBART50_LANG_CODES, MBart, MBartConfig, abstract_decoder_params, init_decode_cache, mbart50_code, mbart50_lang_id)
 from mlst_jax.models.params import count_params
-from torch_reference import perturb
+from torch_reference import MaxDiffs, perturb
 
 TOL = 1e-4
-MAX_DIFFS = {}
+MAX_DIFFS = MaxDiffs()
 PAD, EOS = 1, 2
 TINY = dict(vocab_size=61, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
             decoder_attention_heads=2, encoder_ffn_dim=40, decoder_ffn_dim=44, max_position_embeddings=24)
@@ -29,15 +29,8 @@ VARIANTS = {
 }
 
 
-def record(name, diff):
-    MAX_DIFFS[name] = max(MAX_DIFFS.get(name, 0.0), float(diff))
-    return diff
-
-
-@pytest.fixture(scope="module", autouse=True)
-def report_diffs():
-    yield
-    print("\nmax |diff| vs HF:", {k: f"{v:.2e}" for k, v in sorted(MAX_DIFFS.items())})
+record = MAX_DIFFS.record
+report_diffs = MAX_DIFFS.fixture()
 
 
 @pytest.fixture(scope="module", params=sorted(VARIANTS))

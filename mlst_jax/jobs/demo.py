@@ -1,6 +1,6 @@
 """The main job: a miniature Table 1 of seed 000 (parameter sharing in one-to-many ST) on the synthetic corpus.
 
-    python -m mlst_jax.demo --workdir workdir/demo      (what `make demo` runs)
+    python -m mlst_jax.jobs.demo --workdir workdir/demo      (what `make demo` runs)
 
 Stages (each prints its progress; the stage runs land in `<workdir>/runs/<system>/`):
  1. the synthetic corpus, `demo` size, MuST-C layout, En -> 8 languages, over the config's lexicon subset
@@ -27,10 +27,11 @@ from pathlib import Path
 import jax
 
 from mlst_jax.sharing import SharingPlan, base_shapes
-from mlst_jax.sharing.training import differentiate, load_source
-from mlst_jax.train.cli_train import load_config
+from mlst_jax.jobs.differentiate import differentiate
+from mlst_jax.train.init_from import load_source
+from mlst_jax.train.config import load_config
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "synth_demo.py"
+CONFIG = Path(__file__).resolve().parents[2] / "configs" / "synth_demo.py"
 SYSTEMS = ("multilingual", "joint_ft", "enc", "random@2.0", "grad@2.0")
 
 

@@ -18,11 +18,11 @@ from mlst_jax.convert.wav2vec2 import (load_fairseq_wav2vec2, load_hf_wav2vec2, 
 from mlst_jax.models import layers
 from mlst_jax.models.wav2vec2 import (FeatureProjection, PositionalConvEmbedding, Wav2Vec2, Wav2Vec2Config, Wav2Vec2Encoder, abstract_params, named_config, span_mask)
 from mlst_jax.models.params import count_params
-from torch_reference import perturb
+from torch_reference import MaxDiffs, perturb
 
 TOL = 1e-4
 LENGTHS = (1500, 1100, 833)
-MAX_DIFFS = {}
+MAX_DIFFS = MaxDiffs()
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, conv_dim=(16, 12, 16),
             conv_stride=(5, 2, 2), conv_kernel=(10, 3, 3), num_conv_pos_embedding_groups=4, vocab_size=11,
             mask_time_prob=0.05, mask_time_length=4)
@@ -35,15 +35,8 @@ VARIANTS = {
 }
 
 
-def record(name, diff):
-    MAX_DIFFS[name] = max(MAX_DIFFS.get(name, 0.0), float(diff))
-    return diff
-
-
-@pytest.fixture(scope="module", autouse=True)
-def report_diffs():
-    yield
-    print("\nmax |diff| vs HF:", {k: f"{v:.2e}" for k, v in sorted(MAX_DIFFS.items())})
+record = MAX_DIFFS.record
+report_diffs = MAX_DIFFS.fixture()
 
 
 @pytest.fixture(scope="module", params=sorted(VARIANTS))

@@ -17,7 +17,7 @@ from mlst_jax.data.vocab import train_vocab
 from mlst_jax.models.s2t_transformer import S2TConfig, S2TTransformer
 from mlst_jax.translator import Translator
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TEXTS = ["das ist ein Haus", "la casa es grande", "ich sehe den Hund", "el perro es negro"] * 10
 FAST = ["--beam", "1", "--max-len-b", "2"]
 

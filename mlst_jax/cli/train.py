@@ -13,63 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
-from pathlib import Path
-from typing import Sequence
 
-import ml_collections
+from mlst_jax.jobs.export import average_and_export, check_run_dir
+from mlst_jax.train.config import load_config, workdir_config
 
-__all__ = ["add_train_commands", "load_config", "average_and_export", "workdir_config"]
-
-
-def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
-    """The config `FILE[:ARG]` with `--config.FIELD=VALUE` overrides, parsed exactly as `mlst_jax.main` does."""
-    from absl import flags
-    from ml_collections import config_flags
-
-    path = spec.split(":", 1)[0]
-    if not Path(path).is_file():
-        raise ValueError(f"config file {path!r} does not exist")
-    stray = [a for a in overrides if a.startswith("-") and not a.startswith("--config.")]
-    if stray:
-        raise ValueError(f"unrecognized arguments {stray}; config fields are overridden as --config.FIELD=VALUE")
-    argv = ["mlst", f"--config={spec}", *overrides]
-    fv = flags.FlagValues()
-    config_flags.DEFINE_config_file("config", None, "experiment config file", flag_values=fv, lock_config=True,
-                                    sys_argv=argv)
-    try:
-        fv(argv)
-        config = fv["config"].value
-    except (flags.Error, AttributeError, KeyError, TypeError) as e:  # bad overrides, get_config errors
-        raise ValueError(f"--config {spec}: {_unknown_field(spec, overrides) or _last_line(str(e))}") from None
-    if config is None:
-        raise ValueError(f"{path}: get_config() returned None")
-    return config
-
-
-def _last_line(message: str) -> str:
-    """The exception line of a message that embeds a traceback (config_flags wraps get_config errors so)."""
-    if "Traceback (most recent call last)" not in message:
-        return message
-    last = [l for l in message.splitlines() if l.strip()][-1]
-    return last.split(": ", 1)[1] if re.match(r"^\w+(Error|Exception): ", last) else last
-
-
-def _unknown_field(spec: str, overrides: Sequence[str]) -> str | None:
-    """"no config field X" for the first override naming a field the config does not have."""
-    if not overrides:
-        return None
-    config = load_config(spec)
-    for arg in overrides:
-        if not arg.startswith("--config."):
-            continue
-        node, name = config, arg[len("--config."):].split("=", 1)[0]
-        for part in name.split("."):
-            if not isinstance(node, ml_collections.ConfigDict) or part not in node:
-                return f"no config field {name!r} ({arg})"
-            node = node[part]
-    return None
+__all__ = ["add_train_commands"]
 
 
 def _add_config(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -123,61 +72,10 @@ def _evaluate(args) -> int:
     return 0
 
 
-def workdir_config(workdir: str | Path) -> ml_collections.ConfigDict:
-    """The config a training run saved (`<workdir>/config.json`)."""
-    path = Path(workdir) / "config.json"
-    if not path.is_file():
-        raise ValueError(f"{path} does not exist: pass --config (the run's experiment config)")
-    return ml_collections.ConfigDict(json.loads(path.read_text()))
-
-
-def _check_run_dir(workdir: str | Path) -> None:
-    """ValueError unless `workdir` is a training run directory (one with checkpoints/)."""
-    if not Path(workdir).is_dir():
-        raise ValueError(f"{workdir} does not exist")
-    if not (Path(workdir) / "checkpoints").is_dir():
-        raise ValueError(f"{workdir} has no checkpoints/: not a training run directory")
-
-
-def average_and_export(config: ml_collections.ConfigDict, workdir: str | Path, last: int,
-                       out: str | Path) -> dict:
-    """Averages the last `last` checkpoints of `workdir` and writes them as a `Translator` directory `out`
-    (one `out/<stream>` per stream when the run has language-specific parameters, each recording the target
-    language it serves)."""
-    from mlst_jax.train import trainer
-    from mlst_jax.train.tasks import get_task
-
-    c = ml_collections.ConfigDict(config.to_dict())
-    task = get_task(c)
-    if c.data.cmvn == "global":
-        raise ValueError("data.cmvn='global': exported models apply utterance CMVN or none")
-    if last < 1:
-        raise ValueError(f"--last {last} must be >= 1")
-    _check_run_dir(workdir)
-    prefix = Path(workdir) / "vocab" / "spm.model"
-    if task.family == "s2t" and not c.data.vocab and not prefix.is_file():
-        raise ValueError(f"{prefix} does not exist and the config names no data.vocab")
-    vocab = task.load_vocab(workdir)
-    model_cfg = task.model_config(vocab)
-    params = trainer.average_checkpoints(workdir, last)
-    steps = trainer.averaged_steps(workdir, last)
-    plan = trainer.run_plan(workdir, task.stream_names, params)
-    out = Path(out)
-    if plan.is_shared:
-        task.translator(model_cfg, params, vocab).save(out)
-        return {"steps": steps, "out": [str(out)]}
-    tgt = {s.name: s.tgt for s in task.streams()}
-    for lang in plan.langs:
-        translator = task.translator(model_cfg, plan.view(params, lang), vocab)
-        translator.langs = (tgt[lang],)
-        translator.save(out / lang)
-    return {"steps": steps, "out": [str(out / lang) for lang in plan.langs]}
-
-
 def _average(args) -> int:
     if args.config_overrides and not args.config:
         raise ValueError(f"{' '.join(args.config_overrides)}: config overrides need --config")
-    _check_run_dir(args.workdir)
+    check_run_dir(args.workdir)
     config = load_config(args.config, args.config_overrides) if args.config else workdir_config(args.workdir)
     _print(average_and_export(config, args.workdir, args.last, args.out))
     return 0

@@ -7,7 +7,7 @@ __all__ = ["add_analyze_command"]
 
 
 def _analyze(args) -> int:
-    from mlst_jax.sharing.analysis import analyze_run
+    from mlst_jax.jobs.analyze import analyze_run
 
     r = analyze_run(args.checkpoint, args.multiway, args.out, step=args.step, max_utterances=args.max_utterances,
                     batch_size=args.batch_size, progress=not args.quiet)

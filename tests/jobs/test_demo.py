@@ -10,7 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from mlst_jax import cli, demo
+from mlst_jax import cli
+from mlst_jax.jobs import demo
 from mlst_jax.train.config import MUSTC_LANGS
 
 pytestmark = pytest.mark.slow
@@ -20,10 +21,10 @@ CONFIG = str(demo.CONFIG.with_name("synth_demo_tiny.py"))
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
-    """`python -m mlst_jax.demo` on one CPU device (as a user runs it), the tiny config and corpus."""
+    """`python -m mlst_jax.jobs.demo` on one CPU device (as a user runs it), the tiny config and corpus."""
     workdir = tmp_path_factory.mktemp("demo")
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1", "JAX_PLATFORMS": "cpu"}
-    proc = subprocess.run([sys.executable, "-m", "mlst_jax.demo", "--workdir", str(workdir), "--config", CONFIG,
+    proc = subprocess.run([sys.executable, "-m", "mlst_jax.jobs.demo", "--workdir", str(workdir), "--config", CONFIG,
                            "--size", "tiny"], env=env, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-3000:]
     stages = re.findall(r"^\[demo [0-9:]+\] ([1-5])/5", proc.stdout, re.M)

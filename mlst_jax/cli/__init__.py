@@ -71,19 +71,19 @@ def build_parser() -> argparse.ArgumentParser:
     _trust_pickle_flag(p)
     p.set_defaults(func=_convert)
 
-    from mlst_jax.data.cli_data import add_data_commands
+    from mlst_jax.cli.data import add_data_commands
 
     add_data_commands(sub)
 
-    from mlst_jax.train.cli_train import add_train_commands
+    from mlst_jax.cli.train import add_train_commands
 
     add_train_commands(sub)
 
-    from mlst_jax.sharing.cli_sharing import add_sharing_commands
+    from mlst_jax.cli.sharing import add_sharing_commands
 
     add_sharing_commands(sub)
 
-    from mlst_jax.sharing.cli_analyze import add_analyze_command
+    from mlst_jax.cli.analyze import add_analyze_command
 
     add_analyze_command(sub)
     return parser

@@ -19,10 +19,10 @@ from mlst_jax.models.mbart import MBartConfig
 from mlst_jax.models.wav2vec2 import Wav2Vec2Config
 from mlst_jax.models.xmef import XMEF, LengthAdaptor, XMEFConfig, abstract_params, init_decode_cache, paper_config
 from mlst_jax.models.params import count_params
-from torch_reference import perturb
+from torch_reference import MaxDiffs, perturb
 
 TOL = 1e-4
-MAX_DIFFS = {}
+MAX_DIFFS = MaxDiffs()
 PAD, EOS = 1, 2
 LENGTHS = (1700, 1200, 950)
 ENCODER = dict(num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, conv_dim=(16, 12, 16),
@@ -41,15 +41,8 @@ VARIANTS = {
 }
 
 
-def record(name, diff):
-    MAX_DIFFS[name] = max(MAX_DIFFS.get(name, 0.0), float(diff))
-    return diff
-
-
-@pytest.fixture(scope="module", autouse=True)
-def report_diffs():
-    yield
-    print("\nmax |diff| vs HF:", {k: f"{v:.2e}" for k, v in sorted(MAX_DIFFS.items())})
+record = MAX_DIFFS.record
+report_diffs = MAX_DIFFS.fixture()
 
 
 def hf_model(transformers, torch, name, seed=0):

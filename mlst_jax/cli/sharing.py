@@ -11,12 +11,12 @@ def _params(args) -> int:
 
     from mlst_jax.sharing.plan import SharingPlan
     from mlst_jax.sharing.strategies import differentiable_units, make_plan, parse_strategy
-    from mlst_jax.train.cli_train import load_config
+    from mlst_jax.train.config import load_config
     from mlst_jax.train.tasks import get_task
 
     c = load_config(args.config)
     if getattr(args, "finetune", None) or c.model.family == "xmef":
-        from mlst_jax.xmef.paper_sizes import finetune_report, format_report
+        from mlst_jax.jobs.paper_sizes import finetune_report, format_report
 
         report = {"config": args.config, **finetune_report(c, args.finetune)}
         print(json.dumps(report) if args.json else format_report(report))
@@ -57,7 +57,7 @@ def _params(args) -> int:
 
 
 def _differentiate(args) -> int:
-    from mlst_jax.sharing.training import differentiate
+    from mlst_jax.jobs.differentiate import differentiate
 
     plan, multiple, capped = differentiate(args.checkpoint, args.out, args.budget, multiway_split=args.multiway,
                                            max_utterances=args.max_utterances, progress=not args.quiet)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlst_jax.xmef.miniature import main
+from mlst_jax.jobs.miniature import main
 
 pytestmark = pytest.mark.slow
 
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 # slows compiling). Measured: BLEU en-de 2.4, de-en 2.1 pretrained vs 0.0, 0.0 random.
 RUN = """
 import sys
-from mlst_jax.xmef.miniature import MiniatureConfig, Stage, run
+from mlst_jax.jobs.miniature import MiniatureConfig, Stage, run
 if __name__ == "__main__":
     config = MiniatureConfig(langs=("en", "de"), train=240, test=24, text=1500, ctc=Stage(200, 8, 3e-3, 20),
                              mbart=Stage(300, 16, 3e-3, 20), st=Stage(150, 8, 3e-3, 15), max_len=20)

@@ -5,8 +5,8 @@ a new length adaptor, LNA-finetune it for ST on the chosen directions, and compa
 trained with the same mask (the same trained-parameter budget) and steps. Prints BLEU per direction and the X→Y
 matrix (zero-shot cells for directions not trained on).
 
-    python -m mlst_jax.xmef.miniature --workdir /tmp/xmef_mini
-    python -m mlst_jax.xmef.miniature --workdir /tmp/xmef_mini --langs en,de,es,fr --directions english-centric \\
+    python -m mlst_jax.jobs.miniature --workdir /tmp/xmef_mini
+    python -m mlst_jax.jobs.miniature --workdir /tmp/xmef_mini --langs en,de,es,fr --directions english-centric \\
         --variant lna-d
 
 The corpus is `synthesize_corpus` in the Europarl-ST layout (`corpus/europarl_st`: the languages' speeches, each
@@ -28,7 +28,7 @@ import ml_collections
 import numpy as np
 
 from mlst_jax.train.config import base_config
-from mlst_jax.xmef import directions as dirs
+from mlst_jax.data import directions as dirs
 
 SAMPLE_RATE = 16000
 
@@ -45,7 +45,7 @@ class Stage:
 
 @dataclasses.dataclass(frozen=True)
 class MiniatureConfig:
-    """Sizes and schedules of the miniature (defaults: the `python -m mlst_jax.xmef.miniature` run)."""
+    """Sizes and schedules of the miniature (defaults: the `python -m mlst_jax.jobs.miniature` run)."""
 
     langs: tuple[str, ...] = ("en", "de", "fr")
     train: int = 300  # training utterances per source language (each translated into the other languages)
@@ -61,7 +61,7 @@ class MiniatureConfig:
     adaptor_layers: int = 2
     asr_langs: str = "all"  # "en" (the paper's English-only wav2vec 2.0) or "all"
     mbart_directions: str = "english-centric"
-    directions: str = "english-centric"  # ST finetuning (mlst_jax.xmef.directions)
+    directions: str = "english-centric"  # ST finetuning (mlst_jax.data.directions)
     eval_directions: str = "m2m"
     variant: str = "lna-minimalist"
     ctc: Stage = Stage(steps=400, batch_size=16, lr=2e-3, warmup=40)
@@ -323,7 +323,7 @@ def run(cfg: MiniatureConfig, workdir: str | Path, progress: bool = True, quiet:
 
 def main(argv: list[str] | None = None) -> int:
     d = MiniatureConfig()
-    p = argparse.ArgumentParser(prog="python -m mlst_jax.xmef.miniature", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m mlst_jax.jobs.miniature", description=__doc__.split("\n\n")[0])
     p.add_argument("--workdir", required=True, help="corpus, vocabulary, one run directory per stage, results.json")
     p.add_argument("--langs", default=",".join(d.langs), help="comma-separated, must include en")
     p.add_argument("--train", type=int, default=d.train, help="training utterances per source language")
