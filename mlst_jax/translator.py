@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mlst_jax.audio.cmvn import normalize_waveform
+from mlst_jax.audio.io import SAMPLE_RATE
 from mlst_jax.models import s2t_transformer
 from mlst_jax.models import xmef as xmef_model
 from mlst_jax.models.joint import JointConfig, JointXMEF
@@ -26,7 +28,6 @@ log = logging.getLogger(__name__)
 MODEL_FILE = "mlst_model.json"
 PARAMS_FILE = "params.safetensors"
 FRAME_BUCKET = 128  # feature lengths are padded to a multiple of this to bound recompiles
-SAMPLE_RATE = 16000
 
 
 def _round_up(n: int, m: int) -> int:
@@ -140,8 +141,8 @@ class _XMEFFamily(_Family):
         if w.size < self.min_length(config):
             raise ValueError(f"waveform too short: {w.size} samples, the encoder needs at least "
                              f"{self.min_length(config)}")
-        if cmvn == "utterance":  # HF Wav2Vec2FeatureExtractor's zero_mean_unit_var_norm
-            w = (w - w.mean()) / np.sqrt(w.var() + 1e-7)
+        if cmvn == "utterance":
+            w = normalize_waveform(w)
         return w
 
     def lang_id_without_vocab(self, config, tgt_lang):

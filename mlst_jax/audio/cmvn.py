@@ -1,4 +1,4 @@
-"""Cepstral mean and variance normalization (fairseq conventions)."""
+"""Cepstral mean and variance normalization (fairseq conventions) and waveform normalization (HF wav2vec 2.0)."""
 from __future__ import annotations
 
 import os
@@ -7,10 +7,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["utterance_cmvn", "GlobalCMVN"]
+__all__ = ["utterance_cmvn", "GlobalCMVN", "normalize_waveform"]
 
 UTTERANCE_VAR_FLOOR = 1e-10
 GLOBAL_VAR_FLOOR = 1e-8
+WAVEFORM_VAR_EPS = 1e-7
 
 
 def utterance_cmvn(feats, n_frames=None, norm_means: bool = True, norm_vars: bool = True):
@@ -121,3 +122,9 @@ class GlobalCMVN:
             else:
                 raise ValueError(f"{path}: not a CMVN statistics file (needs mean/std or sum/sum_sq/count)")
         return stats
+
+
+def normalize_waveform(w: np.ndarray) -> np.ndarray:
+    """Zero mean, unit variance: `(w - mean) / sqrt(var + 1e-7)`, HF `Wav2Vec2FeatureExtractor`'s
+    `zero_mean_unit_var_norm` (`do_normalize=True`, as the wav2vec 2.0 large/LV-60 models expect)."""
+    return (w - w.mean()) / np.sqrt(w.var() + WAVEFORM_VAR_EPS)

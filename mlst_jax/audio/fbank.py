@@ -20,9 +20,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mlst_jax.audio.io import SAMPLE_RATE
+
 __all__ = ["fbank", "fbank_batch", "num_frames", "bucket_length", "SAMPLE_RATE", "NUM_MEL_BINS"]
 
-SAMPLE_RATE = 16000
 NUM_MEL_BINS = 80
 FRAME_LENGTH = 400
 FRAME_SHIFT = 160

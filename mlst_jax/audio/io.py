@@ -12,7 +12,9 @@ from typing import Iterator
 
 import numpy as np
 
-__all__ = ["load_audio", "AudioConversions", "count_conversions"]
+__all__ = ["SAMPLE_RATE", "load_audio", "AudioConversions", "count_conversions"]
+
+SAMPLE_RATE = 16000  # Hz: every model, feature and corpus of the project
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +44,7 @@ def _read_librosa(path: str) -> tuple[np.ndarray, int]:
     return np.atleast_2d(audio).T, int(sr)
 
 
-def load_audio(path: str | os.PathLike, target_sr: int | None = 16000) -> tuple[np.ndarray, int]:
+def load_audio(path: str | os.PathLike, target_sr: int | None = SAMPLE_RATE) -> tuple[np.ndarray, int]:
     """Load an audio file as mono float32.
 
     Reads with soundfile, falling back to librosa (audioread) for formats

@@ -8,7 +8,7 @@ import sys
 
 
 def _translate(args) -> int:
-    from mlst_jax.audio import load_audio
+    from mlst_jax.audio import SAMPLE_RATE, load_audio
     from mlst_jax.translator import Translator
 
     translator = Translator.from_pretrained(args.checkpoint, trust_pickle=args.trust_pickle)
@@ -16,7 +16,7 @@ def _translate(args) -> int:
     audio = [load_audio(path) for path in args.audio]
     for start in range(0, len(audio), args.batch_size):
         chunk = audio[start: start + args.batch_size]
-        texts = translator.translate([w for w, _ in chunk], 16000, args.tgt_lang,
+        texts = translator.translate([w for w, _ in chunk], SAMPLE_RATE, args.tgt_lang,
                                      names=args.audio[start: start + args.batch_size], beam_size=args.beam,
                                      length_penalty=args.lenpen, max_len_a=args.max_len_a,
                                      max_len_b=args.max_len_b)

@@ -53,7 +53,7 @@ from typing import Iterator
 
 import numpy as np
 
-from mlst_jax.audio.io import mono_at
+from mlst_jax.audio.io import SAMPLE_RATE, load_audio, mono_at
 
 __all__ = [
     "Utterance",
@@ -207,8 +207,6 @@ def probe_audio(path: str | os.PathLike) -> tuple[int, int]:
     """
     import soundfile as sf
 
-    from mlst_jax.audio import load_audio
-
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ValueError(f"{path}: no such audio file")
@@ -238,7 +236,7 @@ def probe_audio(path: str | os.PathLike) -> tuple[int, int]:
 
 
 def load_segment(
-    path: str | os.PathLike, offset: float = 0.0, duration: float | None = None, target_sr: int | None = 16000
+    path: str | os.PathLike, offset: float = 0.0, duration: float | None = None, target_sr: int | None = SAMPLE_RATE
 ) -> np.ndarray:
     """Load ``[offset, offset + duration)`` seconds of an audio file as mono float32.
 
@@ -253,8 +251,6 @@ def load_segment(
         more than ``END_TOLERANCE`` seconds past the end, or holds non-finite samples.
     """
     import soundfile as sf
-
-    from mlst_jax.audio import load_audio
 
     path = os.fspath(path)
     try:

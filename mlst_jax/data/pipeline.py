@@ -97,7 +97,7 @@ from typing import Any, Mapping, NamedTuple, Sequence
 import grain
 import numpy as np
 
-from mlst_jax.audio.cmvn import GlobalCMVN, utterance_cmvn
+from mlst_jax.audio.cmvn import GlobalCMVN, normalize_waveform, utterance_cmvn
 from mlst_jax.audio.fbank import FRAME_LENGTH, FRAME_SHIFT, NUM_MEL_BINS, num_frames
 from mlst_jax.audio.specaugment import get_policy
 from mlst_jax.data.ctc_labels import char_labels
@@ -125,7 +125,6 @@ DEFAULT_TOKEN_BUCKETS = (16, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 DROP_REASONS = ("too_long", "too_short", "empty_target", "target_too_long")
 SOURCE_DROP_REASONS = ("empty_source", "source_too_long")  # with source_tokens > 0
 FBANK_ROWS = 8
-WAVEFORM_VAR_EPS = 1e-7  # HF Wav2Vec2FeatureExtractor's zero_mean_unit_var_norm
 
 
 @dataclasses.dataclass(frozen=True)
@@ -593,7 +592,7 @@ class _BatchLoader:
             out = np.zeros_like(feats)
             for row in np.flatnonzero(lengths):
                 w = feats[row, : lengths[row]]
-                out[row, : len(w)] = (w - w.mean()) / np.sqrt(w.var() + WAVEFORM_VAR_EPS) if self.cmvn else w
+                out[row, : len(w)] = normalize_waveform(w) if self.cmvn else w
             return out
         if self.cmvn == "utterance":
             return utterance_cmvn(feats, lengths)

@@ -54,7 +54,8 @@ from typing import Callable, Iterator, NamedTuple
 import numpy as np
 import tensorflow_datasets as tfds
 
-from mlst_jax.audio.io import count_conversions
+from mlst_jax.audio.fbank import fbank
+from mlst_jax.audio.io import SAMPLE_RATE, count_conversions
 from mlst_jax.data.layouts import (
     MUSTC_SPLITS,
     SkipReport,
@@ -331,7 +332,7 @@ class _SpeechTranslation(tfds.core.GeneratorBasedBuilder):
 
     def _encode(self, utt: Utterance, report: SkipReport) -> dict | None:
         try:
-            wave = load_segment(utt.audio_path, utt.offset, utt.duration, 16000)
+            wave = load_segment(utt.audio_path, utt.offset, utt.duration, SAMPLE_RATE)
         except ValueError as e:
             return self._skip(report, "unreadable_audio", f"{utt.id}: {e}")
         ex = {k: getattr(utt, k) for k in TEXT_FEATURES}
@@ -341,9 +342,7 @@ class _SpeechTranslation(tfds.core.GeneratorBasedBuilder):
         else:
             if len(wave) < MIN_FBANK_SAMPLES:
                 return self._skip(report, "too_short", f"{utt.id}: {len(wave)} samples, fbank needs {MIN_FBANK_SAMPLES}")
-            from mlst_jax.audio import fbank
-
-            ex["fbank"] = np.asarray(fbank(wave, 16000), dtype=np.float16)
+            ex["fbank"] = np.asarray(fbank(wave, SAMPLE_RATE), dtype=np.float16)
             ex["n_frames"] = len(ex["fbank"])
         return ex
 

@@ -26,9 +26,10 @@ from typing import Mapping, NamedTuple, Sequence
 
 import numpy as np
 
+from mlst_jax.audio.io import SAMPLE_RATE
+
 __all__ = ["Talk", "mp3_supported", "write_mustc", "write_covost2", "write_europarl_st", "COVOST_CV_COLUMNS"]
 
-SAMPLE_RATE = 16000
 COVOST_CV_COLUMNS = (
     "client_id", "path", "sentence", "up_votes", "down_votes", "age", "gender", "accents", "locale", "segment",
 )

@@ -27,10 +27,10 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
+from mlst_jax.audio.io import SAMPLE_RATE
 from mlst_jax.train.config import base_config
 from mlst_jax.data import directions as dirs
 
-SAMPLE_RATE = 16000
 
 
 @dataclasses.dataclass(frozen=True)

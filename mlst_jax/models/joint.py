@@ -100,7 +100,7 @@ class SharedLayers(nn.Module):
         return x
 
 
-class JointXMEF(nn.Module):
+class JointXMEF(layers.EncoderDecoder):
     """Speech and text encoders with shared top layers, one mBART decoder; `encode` / `precompute_cross_kv` /
     `decode_step` are XMEF's (speech input), so the same beam search drives it."""
 
@@ -131,15 +131,6 @@ class JointXMEF(nn.Module):
     def encode_text(self, src_ids, deterministic: bool = True) -> tuple[Array, Array]:
         x, valid = self.text_encoder(src_ids, deterministic)
         return self.text_encoder.finish(self.shared_layers(x, valid, deterministic)), valid
-
-    def decode(self, decoder_input_ids, enc_out, enc_valid, deterministic: bool = True):
-        return self.decoder(decoder_input_ids, enc_out, enc_valid, deterministic)
-
-    def precompute_cross_kv(self, enc_out):
-        return self.decoder.precompute(enc_out)
-
-    def decode_step(self, token, cache, index, cross_kv, enc_valid):
-        return self.decoder.decode_step(token, cache, index, cross_kv, enc_valid)
 
 
 def abstract_params(config: JointConfig, n_tokens: int = 8):

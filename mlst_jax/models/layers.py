@@ -257,3 +257,25 @@ class BottleneckAdapter(nn.Module):
         h = Dropout(self.dropout_rate)(nn.relu(h), deterministic=deterministic)
         h = nn.Dense(x.shape[-1], dtype=self.dtype, kernel_init=nn.initializers.zeros, name="fc2")(h)
         return x + h.astype(x.dtype)
+
+
+class EncoderDecoder(nn.Module):
+    """What beam search and the `Translator` call on every encoder-decoder model (through `Module.apply(...,
+    method=...)`), given its `decoder` submodule: full-sequence decoding, the cross-attention keys and values of an
+    encoder output, and one cached decoding step. Each model adds its own `encode`."""
+
+    def decode(self, decoder_input_ids: Array, enc_out: Array, enc_valid: Array, deterministic: bool = True):
+        return self.decoder(decoder_input_ids, enc_out, enc_valid, deterministic)
+
+    def precompute_cross_kv(self, enc_out: Array):
+        return self.decoder.precompute(enc_out)
+
+    def decode_step(self, token, cache, index, cross_kv, enc_valid):
+        return self.decoder.decode_step(token, cache, index, cross_kv, enc_valid)
+
+
+def init_kv_cache(num_layers: int, num_heads: int, d_model: int, batch: int, max_len: int,
+                  dtype=jnp.float32) -> list[dict[str, Array]]:
+    """Zeroed self-attention KV cache: one {'k','v'} [batch, heads, max_len, d_model // heads] per decoder layer."""
+    shape = (batch, num_heads, max_len, d_model // num_heads)
+    return [{"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)} for _ in range(num_layers)]

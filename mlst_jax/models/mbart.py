@@ -227,7 +227,7 @@ class MBartDecoder(_Embedder):
         return self._logits(x)[:, 0], new_cache
 
 
-class MBart(nn.Module):
+class MBart(layers.EncoderDecoder):
     """HF `MBartForConditionalGeneration`: with `tie_word_embeddings`, encoder, decoder and output projection share
     the token embedding `shared`; without, each has its own (`embed_tokens`, `lm_head`), as in transformers v5."""
 
@@ -246,21 +246,11 @@ class MBart(nn.Module):
         """input_ids [B, S] (pad = `pad_token_id`) → (encoder output [B, S, d], valid mask [B, S])."""
         return self.encoder(input_ids, deterministic)
 
-    def decode(self, decoder_input_ids: Array, enc_out: Array, enc_valid: Array, deterministic: bool = True):
-        return self.decoder(decoder_input_ids, enc_out, enc_valid, deterministic)
-
-    def precompute_cross_kv(self, enc_out: Array):
-        return self.decoder.precompute(enc_out)
-
-    def decode_step(self, token, cache, index, cross_kv, enc_valid):
-        return self.decoder.decode_step(token, cache, index, cross_kv, enc_valid)
-
 
 def init_decode_cache(config: MBartConfig, batch: int, max_len: int, dtype=jnp.float32) -> list[dict[str, Array]]:
     """Zeroed self-attention KV cache: one {'k','v'} [batch, H, max_len, D] per decoder layer."""
-    h = config.decoder_attention_heads
-    shape = (batch, h, max_len, config.d_model // h)
-    return [{"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)} for _ in range(config.decoder_layers)]
+    return layers.init_kv_cache(config.decoder_layers, config.decoder_attention_heads, config.d_model, batch, max_len,
+                                dtype)
 
 
 def abstract_params(config: MBartConfig, n_tokens: int = 8):

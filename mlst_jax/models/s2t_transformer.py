@@ -298,7 +298,7 @@ class S2TDecoder(nn.Module):
         return self._logits(x)[:, 0], new_cache
 
 
-class S2TTransformer(nn.Module):
+class S2TTransformer(layers.EncoderDecoder):
     """Encoder-decoder speech translation model; see the module docstring."""
 
     config: S2TConfig
@@ -329,21 +329,11 @@ class S2TTransformer(nn.Module):
         """features [B, T, 80], lengths [B] → (encoder output [B, S, d], valid mask [B, S])."""
         return self.encoder(features, feature_lengths, deterministic)
 
-    def decode(self, decoder_input_ids: Array, enc_out: Array, enc_valid: Array, deterministic: bool = True):
-        return self.decoder(decoder_input_ids, enc_out, enc_valid, deterministic)
-
-    def precompute_cross_kv(self, enc_out: Array):
-        return self.decoder.precompute(enc_out)
-
-    def decode_step(self, token, cache, index, cross_kv, enc_valid):
-        return self.decoder.decode_step(token, cache, index, cross_kv, enc_valid)
-
 
 def init_decode_cache(config: S2TConfig, batch: int, max_len: int, dtype=jnp.float32) -> list[dict[str, Array]]:
     """Zeroed self-attention KV cache: one {'k','v'} [batch, H, max_len, D] per decoder layer."""
-    h = config.decoder_attention_heads
-    shape = (batch, h, max_len, config.d_model // h)
-    return [{"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)} for _ in range(config.decoder_layers)]
+    return layers.init_kv_cache(config.decoder_layers, config.decoder_attention_heads, config.d_model, batch, max_len,
+                                dtype)
 
 
 def abstract_params(config: S2TConfig, n_frames: int = 64, n_tokens: int = 8):

@@ -139,17 +139,6 @@ def named_config(name: str, **overrides) -> Wav2Vec2Config:
     return NAMED_CONFIGS[name].replace(**overrides)
 
 
-def normalize_waveforms(waveforms: Array, lengths: Array) -> Array:
-    """Per-utterance zero mean / unit variance over the valid samples (HF `Wav2Vec2FeatureExtractor`,
-    `do_normalize=True`, as the large/LV-60 models expect); padding becomes 0."""
-    valid = layers.length_mask(lengths, waveforms.shape[1])
-    n = jnp.maximum(lengths, 1)[:, None].astype(jnp.float32)
-    x = jnp.where(valid, waveforms.astype(jnp.float32), 0.0)
-    mean = x.sum(1, keepdims=True) / n
-    var = jnp.where(valid, (x - mean) ** 2, 0.0).sum(1, keepdims=True) / n
-    return jnp.where(valid, (x - mean) / jnp.sqrt(var + 1e-7), 0.0)
-
-
 class MaskedGroupNorm(nn.Module):
     """GroupNorm with one group per channel (instance norm over time) whose statistics use valid frames only."""
 

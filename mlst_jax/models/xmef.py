@@ -117,7 +117,7 @@ class LengthAdaptor(nn.Module):
         return x, lengths
 
 
-class XMEF(nn.Module):
+class XMEF(layers.EncoderDecoder):
     """wav2vec 2.0 → length adaptor → mBART decoder; see the module docstring."""
 
     config: XMEFConfig
@@ -140,15 +140,6 @@ class XMEF(nn.Module):
         x, valid = self.encoder(waveforms, lengths, deterministic, mask_time_indices)
         x, out_lengths = self.adaptor(x, valid.sum(-1))
         return x, layers.length_mask(out_lengths, x.shape[1])
-
-    def decode(self, decoder_input_ids: Array, enc_out: Array, enc_valid: Array, deterministic: bool = True):
-        return self.decoder(decoder_input_ids, enc_out, enc_valid, deterministic)
-
-    def precompute_cross_kv(self, enc_out: Array):
-        return self.decoder.precompute(enc_out)
-
-    def decode_step(self, token, cache, index, cross_kv, enc_valid):
-        return self.decoder.decode_step(token, cache, index, cross_kv, enc_valid)
 
 
 def init_decode_cache(config: XMEFConfig, batch: int, max_len: int, dtype=jnp.float32) -> list[dict[str, Array]]:

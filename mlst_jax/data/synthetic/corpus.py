@@ -48,6 +48,7 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
+from mlst_jax.audio.io import SAMPLE_RATE
 from mlst_jax.data.synthetic.grammar import LANGS, Sentence, lexicon_subset, sample_sentences
 
 __all__ = [
@@ -55,7 +56,6 @@ __all__ = [
     "layout_directions", "synthesize_corpus",
 ]
 
-SAMPLE_RATE = 16000
 LAYOUTS = ("mustc", "covost2", "europarl_st")
 LAYOUT_SPLITS = {
     "mustc": ("train", "dev", "tst-COMMON"),

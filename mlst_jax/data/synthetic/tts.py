@@ -22,6 +22,8 @@ import threading
 
 import numpy as np
 
+from mlst_jax.audio.io import SAMPLE_RATE
+
 __all__ = ["synthesize", "synthesize_16k"]
 
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
@@ -138,5 +140,5 @@ def synthesize_16k(
     import librosa
 
     audio, sr = synthesize(text, lang, voice_variant, rate, pitch)
-    audio = librosa.resample(audio, orig_sr=sr, target_sr=16000, res_type="soxr_hq")
-    return audio.astype(np.float32), 16000
+    audio = librosa.resample(audio, orig_sr=sr, target_sr=SAMPLE_RATE, res_type="soxr_hq")
+    return audio.astype(np.float32), SAMPLE_RATE
