@@ -28,7 +28,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from mlst_jax.data.pipeline import PipelineConfig, make_train_pipeline
+from mlst_jax.data.pipeline import make_train_pipeline
+
+from mlst_jax.data.batch_shapes import PipelineConfig
 from mlst_jax.data.tfds_builders import MustC, prepare
 from mlst_jax.data.vocab import train_vocab
 from mlst_jax.data.writers import Talk, write_mustc

@@ -1,7 +1,7 @@
 """Seed 000 Table 1 rows that start from the trained multilingual model: sharing strategies and baselines.
 
-    # 1. the shared model (configs/mustc_multilingual_m.py), or a converted fairseq checkpoint run dir
-    python -m mlst_jax.main --config configs/mustc_multilingual_m.py --workdir runs/multilingual \\
+    # 1. the shared model (configs/mustc.py:multilingual), or a converted fairseq checkpoint run dir
+    python -m mlst_jax.main --config configs/mustc.py:multilingual --workdir runs/multilingual \\
         --config.data.manual_dir=$MUSTC --config.data.data_dir=$TFDS
     # 2. one row, continued from it (SYSTEM below)
     python -m mlst_jax.main --config configs/mustc_sharing.py:SYSTEM --workdir runs/SYSTEM \\
@@ -19,25 +19,19 @@ SYSTEM (expected tst-COMMON BLEU, seed 000 Table 1, average over the 8 languages
   enc+qkv 186.7M 26.75; enc+qkvo 164.6M 26.70; enc+ffn 164.7M 26.75
   random@1.5 .. random@3.5                        26.71, 26.77, 26.81, 26.91, 26.91
   grad@1.5 .. grad@3.5                            27.12, 27.16, 27.59, 27.61, 27.58
-The paper does not give the length of the continued training; these configs train 30,000 more updates.
+The paper does not give the length of the continued training; these configs train 30,000 more updates. Every
+other field is the one of `configs/mustc.py:multilingual`.
 """
-import importlib.util
+import runpy
 from pathlib import Path
 
 LNA = ("lna-d", "lna-e", "lna-ed")
-
-
-def _multilingual():
-    path = Path(__file__).with_name("mustc_multilingual_m.py")
-    spec = importlib.util.spec_from_file_location("mustc_multilingual_m", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+MUSTC = runpy.run_path(str(Path(__file__).with_name("mustc.py")))  # the MuST-C configs these rows continue
 
 
 def get_config(system: str = "grad@2.0"):
     """The config of one Table 1 row (see the module docstring); `sharing.init` must name the shared run."""
-    c = _multilingual()
+    c = MUSTC["get_config"]("multilingual")
     c.train.max_updates += 30000
     c.eval.lenpen = 0.6
     if system == "joint":

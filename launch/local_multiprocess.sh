@@ -3,7 +3,7 @@
 # with its own fake CPU devices, connected by jax.distributed (gloo collectives) through a coordinator on
 # 127.0.0.1. A local stand-in for a multi-host pod: every process feeds its shard of each global batch.
 #
-#   launch/local_multiprocess.sh [--dry-run] -- --config configs/synth_tiny.py --workdir /tmp/mp \
+#   launch/local_multiprocess.sh [--dry-run] -- --config configs/synth.py:tiny --workdir /tmp/mp \
 #       --config.data.manual_dir=/tmp/synth_corpus --config.data.data_dir=/tmp/mp/tfds
 #
 #   # XMEF (tiny, from random weights) on the synthetic corpus in the CoVoST 2 layout

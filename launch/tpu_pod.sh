@@ -4,7 +4,7 @@
 # jax.distributed.initialize() finds the other workers by itself (no coordinator arguments).
 #
 #   TPU_NAME=mlst-v4-32 ZONE=us-central2-b ACCELERATOR_TYPE=v4-32 launch/tpu_pod.sh [--dry-run] -- \
-#       --config configs/mustc_multilingual_m.py --workdir /mnt/shared/runs/mustc_m \
+#       --config configs/mustc.py:multilingual --workdir /mnt/shared/runs/mustc_m \
 #       --config.data.manual_dir=/mnt/shared/MUST-C --config.data.data_dir=/mnt/shared/tfds
 #
 #   # XMEF (seed 001) from pretrained HF directories: 4 workers x 4 chips on a v4-32, a per-process budget of

@@ -1,6 +1,6 @@
 """Training entry point.
 
-    python -m mlst_jax.main --config configs/synth_tiny.py --workdir DIR [--config.train.max_updates=100 ...]
+    python -m mlst_jax.main --config configs/synth.py:tiny --workdir DIR [--config.train.max_updates=100 ...]
 
 The config and its `--config.FIELD=VALUE` overrides are read and checked as by `mlst train` (`load_config`): a
 bad file or field is one line naming it, and exit status 2. Multi-process runs call `jax.distributed.initialize()`

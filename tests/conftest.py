@@ -22,3 +22,9 @@ _CACHE = os.path.join(tempfile.gettempdir(), "mlst_jax_test_cache",
 jax.config.update("jax_compilation_cache_dir", _CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The demo's module first: its fixture runs the whole demo in a subprocess on every core for minutes, and
+    pytest-xdist would otherwise start it beside the miniature's (its neighbour in tests/jobs/), slowing both."""
+    items.sort(key=lambda item: not item.nodeid.startswith("tests/jobs/test_demo.py"))

@@ -10,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH = ROOT / "launch"
-MAIN_ARGS = ["--config", "configs/synth_tiny.py", "--workdir", "/runs/a b", "--config.data.tgt_langs=('de','es')"]
+MAIN_ARGS = ["--config", "configs/synth.py:tiny", "--workdir", "/runs/a b", "--config.data.tgt_langs=('de','es')"]
 # XMEF on a pod (the Europarl-ST zero-shot run of docs/reproducing.md): pretrained parts, tuples, comma lists
 XMEF_ARGS = ["--config", "configs/xmef_covost_large.py", "--workdir", "/mnt/shared/runs/xmef europarl",
              "--config.init.encoder=/mnt/shared/ckpt/wav2vec2-large-lv60",

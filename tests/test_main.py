@@ -9,12 +9,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--config=configs/synth_tiny.py", "--config.optim.lrr=1"],
-     "--config configs/synth_tiny.py: no config field 'optim.lrr' (--config.optim.lrr=1)"),
-    (["--config", "configs/synth_tiny.py", "--config.optim.lr", "fast"],
-     "--config configs/synth_tiny.py: "),
+    (["--config=configs/synth.py:tiny", "--config.optim.lrr=1"],
+     "--config configs/synth.py:tiny: no config field 'optim.lrr' (--config.optim.lrr=1)"),
+    (["--config", "configs/synth.py:tiny", "--config.optim.lr", "fast"],
+     "--config configs/synth.py:tiny: "),
     (["--config=configs/nowhere.py"], "config file 'configs/nowhere.py' does not exist"),
-    (["--config=configs/synth_tiny.py", "--bogus"], "Unknown command line flag 'bogus'"),
+    (["--config=configs/synth.py:tiny", "--bogus"], "Unknown command line flag 'bogus'"),
 ])
 def test_bad_config_is_one_line(tmp_path, args, message):
     r = subprocess.run([sys.executable, "-m", "mlst_jax.main", *args, f"--workdir={tmp_path / 'run'}"], cwd=ROOT,

@@ -3,10 +3,10 @@
 Configs are named as for `python -m mlst_jax.main`: `--config FILE[:ARG]` (`get_config(ARG)`) followed by any
 number of `--config.FIELD=VALUE` overrides (ml_collections `config_flags`), e.g.
 
-    mlst train --config configs/synth_tiny.py --workdir /tmp/run --config.train.max_updates=100
-    mlst evaluate --config configs/synth_tiny.py --workdir /tmp/run --split tst-COMMON
+    mlst train --config configs/synth.py:tiny --workdir /tmp/run --config.train.max_updates=100
+    mlst evaluate --config configs/synth.py:tiny --workdir /tmp/run --split tst-COMMON
     mlst average --workdir /tmp/run --last 10 --out /tmp/run/export   # a directory `mlst translate` loads
-    mlst compile --config configs/mustc_multilingual_m.py --mesh data=2,fsdp=2,tensor=2 \\
+    mlst compile --config configs/mustc.py:multilingual --mesh data=2,fsdp=2,tensor=2 \\
         --config.data.max_frames_per_batch=160000   # 8 devices; 40,000 frames for each of the 4 batch devices
 """
 from __future__ import annotations

@@ -40,7 +40,9 @@ from typing import Any, Iterator, Mapping, Sequence
 import grain
 import numpy as np
 
-from mlst_jax.data.pipeline import PipelineConfig, PipelineStats, _BatchLoader, _batch_shape, _grain_iter, _pad
+from mlst_jax.data.batch_loader import PipelineStats, _BatchLoader, _grain_iter, _pad
+
+from mlst_jax.data.batch_shapes import PipelineConfig, _batch_shape
 from mlst_jax.data.source_meta import _steps, _text, iter_examples
 
 __all__ = ["MultiwayPipeline", "make_multiway_pipeline"]
@@ -164,7 +166,7 @@ def make_multiway_pipeline(
       sources: ``{stream: data source}`` of one split, e.g. ``MustC(config="en-de").as_data_source("tst_COMMON")``
         under ``"de"``; the sources must cut the same segments from the same recordings (MuST-C pairs).
       vocab: target vocabulary with a ``<lang:xx>`` tag for every target language.
-      cfg: :class:`~mlst_jax.data.pipeline.PipelineConfig`: ``langs`` (stream order; default the sorted
+      cfg: :class:`~mlst_jax.data.batch_shapes.PipelineConfig`: ``langs`` (stream order; default the sorted
         keys), ``targets``, ``features``, ``cmvn``/``global_cmvn_path``, ``max_frames``, ``source_tokens``,
         ``on_bad_example`` and grain's reading settings are used; no SpecAugment.
       batch_size: rows per batch (the last batch is padded with invalid rows).

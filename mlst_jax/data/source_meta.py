@@ -114,7 +114,7 @@ def scan_source(source, vocab, lang: str | None = None, chunk: int = 256, *, fea
       chunk: examples per read.
       features: ``"fbank"`` counts fbank frames, ``"waveform"`` audio samples, ``"text"`` source tokens
         (``n_src_tokens`` too; examples need only their texts and languages), as
-        :class:`~mlst_jax.data.pipeline.PipelineConfig`.
+        :class:`~mlst_jax.data.batch_shapes.PipelineConfig`.
       source_tokens: also count the transcript's source tokens (``n_src_tokens``).
       text_only: a text-only source for speech features (``"fbank"``/``"waveform"``: a stream of
         ``PipelineConfig.text_streams``): only the texts and languages are read, ``kind`` is ``"text"``,

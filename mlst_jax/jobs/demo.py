@@ -4,8 +4,8 @@
 
 Stages (each prints its progress; the stage runs land in `<workdir>/runs/<system>/`):
  1. the synthetic corpus, `demo` size, MuST-C layout, En -> 8 languages, over the config's lexicon subset
-    (`demo.lexicon`; `configs/synth_demo.py`: the `demo` subset) (`<workdir>/corpus`);
- 2. the fully shared multilingual model (`configs/synth_demo.py`);
+    (`demo.lexicon`; `configs/synth.py:demo`: the `demo` subset) (`<workdir>/corpus`);
+ 2. the fully shared multilingual model (`configs/synth.py:demo`);
  3. from it, each for the same number of extra steps: jointly fine-tuning (the shared model trained on),
     heuristic `enc` (language-specific decoders), `random@2.0`, and `grad@2.0` (task gradients on the
     multi-way aligned dev set, the least similar units split up to twice the shared size; parameters and
@@ -31,7 +31,7 @@ from mlst_jax.jobs.differentiate import differentiate
 from mlst_jax.train.init_from import load_source
 from mlst_jax.train.config import load_config
 
-CONFIG = Path(__file__).resolve().parents[2] / "configs" / "synth_demo.py"
+CONFIG = f"{Path(__file__).resolve().parents[2] / 'configs' / 'synth.py'}:demo"
 SYSTEMS = ("multilingual", "joint_ft", "enc", "random@2.0", "grad@2.0")
 
 

@@ -2,7 +2,7 @@
 
 `compile_train_step(config, mesh="data=2,fsdp=2,tensor=2")` builds the abstract TrainState (ShapeDtypeStructs
 carrying their shardings, nothing allocated), takes the batch shapes from the config's buckets (no data read:
-one shape per frame bucket at the longest token bucket, see `pipeline.static_batch_shapes`), lowers and
+one shape per frame bucket at the longest token bucket, see `batch_shapes.static_batch_shapes`), lowers and
 compiles the jitted train step for each chosen shape and reports, per device, XLA's memory analysis
 (argument, output, temporary and aliased bytes; `peak_bytes` = argument + output - alias + temp) and its
 FLOP count (per device, and times the device count). The mesh must match the devices of this machine; on CPU,
@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import jax
 import ml_collections
 
-from mlst_jax.data import pipeline as pl
+from mlst_jax.data import batch_shapes as shapes
 from mlst_jax.train import config as cfglib
 from mlst_jax.train import sharding as shd
 from mlst_jax.train.inputs import global_batch_shape, local_batch_devices
@@ -80,7 +80,7 @@ def _flops(compiled) -> float | None:
     return float(flops) if flops is not None and flops >= 0 else None
 
 
-def _budget_override(pcfg: pl.PipelineConfig, frames: Sequence[int], batch_devices: int) -> str:
+def _budget_override(pcfg: shapes.PipelineConfig, frames: Sequence[int], batch_devices: int) -> str:
     """The `--config.data.max_frames_per_batch` override that lets every bucket in `frames` hold one row per
     language group and batch device: the config's budget times the batch devices (fairseq's `--max-tokens` is
     per GPU), or the minimum if that is larger."""
@@ -123,11 +123,11 @@ def compile_train_step(config: ml_collections.ConfigDict, mesh: str | dict[str, 
     task = get_task(c)
     pcfg = task.pipeline_config(train=True)
     if not frames:
-        buckets = pl.train_frame_buckets(pcfg)
+        buckets = shapes.train_frame_buckets(pcfg)
         frames = sorted({buckets[0], buckets[-1]})
     batch_devices = local_batch_devices(data * fsdp)
     try:
-        chosen = pl.static_batch_shapes(pcfg, num_devices=batch_devices, frames=frames, tokens=tokens)
+        chosen = shapes.static_batch_shapes(pcfg, num_devices=batch_devices, frames=frames, tokens=tokens)
     except ValueError as e:
         if "cannot hold" not in str(e):
             raise

@@ -15,6 +15,8 @@ from typing import Any, Sequence
 import jax
 
 from mlst_jax.data import pipeline as pl
+
+from mlst_jax.data import batch_shapes as shapes
 from mlst_jax.data.multiway_pipeline import MultiwayPipeline, make_multiway_pipeline
 from mlst_jax.train import distributed
 
@@ -141,7 +143,7 @@ def multiway_batches(c, task, names: Sequence[str], split: str, vocab, batch_siz
                                   max_utterances=max_utterances)
 
 
-def global_batch_shape(shape: pl.BatchShape) -> pl.BatchShape:
+def global_batch_shape(shape: shapes.BatchShape) -> shapes.BatchShape:
     """One process's batch shape -> the global batch (its rows times the number of processes)."""
     axis = len(shape.tokens) - 2  # the rows: b of [G, b, ...] or B of [B, ...]
 
@@ -149,4 +151,4 @@ def global_batch_shape(shape: pl.BatchShape) -> pl.BatchShape:
         dims = list(dims)
         dims[axis] *= jax.process_count()
         return tuple(dims)
-    return pl.BatchShape(grow(shape.features), grow(shape.tokens))
+    return shapes.BatchShape(grow(shape.features), grow(shape.tokens))

@@ -89,35 +89,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     plan, warm_state, warm_data = _start_plan(c, task, ckpt, model, tx, rng, example, mesh, base, vocab, workdir)
     logger.info("sharing plan: %s, %.2fM parameters", plan, plan.num_params(base) / 1e6)
     target = abstract_train_state(model, tx, rng, example, mesh, plan)
-    restored = ckpt.restore_latest(target)
-    if restored is not None:
-        state = restored.state
-        if restored.data_state is not None:
-            pipeline.set_state(restored.data_state)
-        logger.info("resumed from step %d", restored.step)
-    elif warm_state is not None:
-        state = warm_state
-        if warm_data is not None:
-            try:
-                pipeline.set_state(warm_data)
-            except (ValueError, KeyError) as e:
-                logger.warning("data position of sharing.init not restored (%s); starting the stream afresh", e)
-    else:
-        pretrained = task.pretrained_params(model_cfg)
-        state = (create_train_state(model, tx, rng, example, mesh, plan=plan) if pretrained is None
-                 else train_state_from_params(pretrained, tx, rng, target))
-    shardings = shardings_of(target)
+    state, last_saved = _initial_state(task, ckpt, pipeline, target, warm_state, warm_data, model, tx, rng, example,
+                                       mesh, plan, model_cfg)
     start = int(jax.device_get(state.step))
-    last_saved = restored.step if restored is not None else None
 
     # -- step -------------------------------------------------------------------------------------------
-    def step_for(plan):
-        keys = task.train_keys(plan.is_shared)
-        batch_sharding = task.batch_shardings(mesh, keys)
-        return keys, batch_sharding, make_train_step(model, tx, mesh=mesh, state_shardings=shardings,
-                                                     batch_shardings=batch_sharding,
-                                                     plan=None if plan.is_shared else plan, **task.step_options())
-    keys, batch_sharding, train_step = step_for(plan)
+    keys, batch_sharding, train_step = _train_step(task, model, tx, mesh, shardings_of(target), plan)
     schedule = init_from.IterativeSchedule.from_config(c)
 
     # -- eval -------------------------------------------------------------------------------------------
@@ -127,12 +104,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                               plan)
 
     # -- loop -------------------------------------------------------------------------------------------
-    flops = None
-    if c.train.peak_flops:
-        structs = task.batch_structs(inputs.global_batch_shape(pipeline.batch_shapes()[0]), plan.is_shared)
-        structs = {k: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=batch_sharding[k]) for k, s in structs.items()}
-        flops = step_flops(train_step, target, structs)
-        flops = flops * mesh.devices.size if flops else None  # XLA counts one device's share
+    flops = _flops_per_step(c, task, pipeline, plan, train_step, target, batch_sharding, mesh)
     writer = MetricsWriter(workdir, total_steps=c.train.max_updates, initial_step=start,
                            peak_flops=c.train.peak_flops or None, flops_per_step=flops,
                            progress=c.train.progress, enabled=jax.process_index() == 0)
@@ -162,13 +134,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                 new_plan = schedule.next_plan(step, plan, base, lambda: init_from.gradient_similarities(
                     c, model, state.params, plan, vocab, out_dir=workdir / "analysis" / f"step_{step}"))
                 if new_plan != plan:
-                    target = abstract_train_state(model, tx, rng, example, mesh, new_plan)
-                    shardings = shardings_of(target)
-                    state = jax.device_put(state.replace(
-                        params=new_plan.transfer(state.params, plan),
-                        opt_state=new_plan.transfer_opt_state(state.opt_state, plan, state.params)), shardings)
-                    plan = new_plan
-                    keys, batch_sharding, train_step = step_for(plan)
+                    (state, shardings), plan = _relayout(state, plan, new_plan, model, tx, rng, example, mesh), new_plan
+                    keys, batch_sharding, train_step = _train_step(task, model, tx, mesh, shardings, plan)
                     if evaluator is not None:
                         evaluator.plan = None if plan.is_shared else plan
                     logger.info("step %d: differentiated to %s, %.2fM parameters", step, plan,
@@ -177,12 +144,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             if step % c.train.checkpoint_every == 0 or step == c.train.max_updates:
                 save()
             if evaluator is not None and (step % c.train.eval_every == 0 or step == c.train.max_updates):
-                t0 = time.perf_counter()
-                ev = evaluator(state.params)
-                ev["seconds"] = time.perf_counter() - t0
-                results.update({f"eval/{k}": v for k, v in writer.write(step, ev, prefix="eval").items()})
+                results.update(_evaluate(evaluator, state, writer, step))
                 last_eval = step
-                logger.info("step %d eval: %s", step, json.dumps({k: round(v, 3) for k, v in ev.items()}))
             if preempt is not None and preempt.requested:
                 logger.warning("preemption requested: saving step %d and stopping", step)
                 if last_saved != step:
@@ -198,6 +161,69 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     results["preempted"] = bool(preempt is not None and preempt.requested)
     if last_eval is None:
         logger.info("no evaluation ran (already at step %d)", step)
+    return results
+
+
+def _initial_state(task: Task, ckpt: Checkpointer, pipeline, target, warm_state, warm_data, model, tx, rng, example,
+                   mesh, plan: SharingPlan, model_cfg):
+    """(TrainState, the step of the checkpoint it was restored from or None): the latest checkpoint of this run
+    (and its data position), else the warm start (`sharing.init`), else the task's pretrained parts, else a fresh
+    initialization."""
+    restored = ckpt.restore_latest(target)
+    if restored is not None:
+        if restored.data_state is not None:
+            pipeline.set_state(restored.data_state)
+        logger.info("resumed from step %d", restored.step)
+        return restored.state, restored.step
+    if warm_state is not None:
+        if warm_data is not None:
+            try:
+                pipeline.set_state(warm_data)
+            except (ValueError, KeyError) as e:
+                logger.warning("data position of sharing.init not restored (%s); starting the stream afresh", e)
+        return warm_state, None
+    pretrained = task.pretrained_params(model_cfg)
+    if pretrained is None:
+        return create_train_state(model, tx, rng, example, mesh, plan=plan), None
+    return train_state_from_params(pretrained, tx, rng, target), None
+
+
+def _train_step(task: Task, model, tx, mesh, state_shardings, plan: SharingPlan):
+    """(batch keys, their shardings, the jitted train step) for `plan`."""
+    keys = task.train_keys(plan.is_shared)
+    batch_sharding = task.batch_shardings(mesh, keys)
+    step = make_train_step(model, tx, mesh=mesh, state_shardings=state_shardings, batch_shardings=batch_sharding,
+                           plan=None if plan.is_shared else plan, **task.step_options())
+    return keys, batch_sharding, step
+
+
+def _flops_per_step(c, task: Task, pipeline, plan: SharingPlan, train_step, target, batch_sharding, mesh):
+    """The model FLOPs of one train step on the first batch shape, over all devices (None without
+    `train.peak_flops`, or when XLA gives no count)."""
+    if not c.train.peak_flops:
+        return None
+    structs = task.batch_structs(inputs.global_batch_shape(pipeline.batch_shapes()[0]), plan.is_shared)
+    structs = {k: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=batch_sharding[k]) for k, s in structs.items()}
+    flops = step_flops(train_step, target, structs)
+    return flops * mesh.devices.size if flops else None  # XLA counts one device's share
+
+
+def _relayout(state, plan: SharingPlan, new_plan: SharingPlan, model, tx, rng, example, mesh):
+    """(`state` re-laid out from `plan` to `new_plan`, the new plan's state shardings): new copies start from their
+    parent copy, Adam moments included."""
+    shardings = shardings_of(abstract_train_state(model, tx, rng, example, mesh, new_plan))
+    state = state.replace(params=new_plan.transfer(state.params, plan),
+                          opt_state=new_plan.transfer_opt_state(state.opt_state, plan, state.params))
+    return jax.device_put(state, shardings), shardings
+
+
+def _evaluate(evaluator: Evaluator, state, writer: MetricsWriter, step: int) -> dict[str, float]:
+    """The dev evaluation at `step`, written and logged; `eval/…` results."""
+    t0 = time.perf_counter()
+    ev = evaluator(state.params)
+    ev["seconds"] = time.perf_counter() - t0
+    results = {f"eval/{k}": v for k, v in writer.write(step, ev, prefix="eval").items()}
+    logger.info("step %d eval: %s", step, json.dumps({k: round(v, 3) for k, v in ev.items()}))
     return results
 
 

@@ -16,7 +16,7 @@ from safetensors.numpy import load_file, save_file  # noqa: E402
 from mlst_jax.convert import load_checkpoint  # noqa: E402
 from mlst_jax.convert.hf import load_hf_speech2text, save_hf_speech2text  # noqa: E402
 from mlst_jax.models.s2t_transformer import S2TTransformer, init_decode_cache  # noqa: E402
-from torch_reference import MaxDiffs  # noqa: E402
+from torch_reference import MaxDiffs, check_key_error  # noqa: E402
 
 pytestmark = pytest.mark.torch
 
@@ -198,20 +198,8 @@ def test_export_round_trip(case, tmp_path):
 
 @pytest.mark.parametrize("edit", ["delete", "add", "reshape"])
 def test_key_errors_name_the_key(case, tmp_path, edit):
-    state = load_file(case.path / "model.safetensors")
-    key = "model.encoder.layers.1.fc1.weight"
-    if edit == "delete":
-        del state[key]
-    elif edit == "add":
-        key = "model.encoder.layers.1.extra_proj.weight"
-        state[key] = np.zeros((2, 2), np.float32)
-    else:
-        state[key] = state[key][:, :-1].copy()
-    save_file(state, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
-    shutil.copy(case.path / "config.json", tmp_path / "config.json")
-    with pytest.raises(ValueError, match=key.replace(".", r"\.")) as err:
-        load_hf_speech2text(tmp_path)
-    assert "model.safetensors" in str(err.value)
+    check_key_error(load_hf_speech2text, case.path, tmp_path, edit, key="model.encoder.layers.1.fc1.weight",
+                    added="model.encoder.layers.1.extra_proj.weight")
 
 
 def test_tied_lm_head_must_equal_embeddings(case, tmp_path):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mlst_jax.data.multiway_pipeline import make_multiway_pipeline
-from mlst_jax.data.pipeline import PipelineConfig
+from mlst_jax.data.batch_shapes import PipelineConfig
 
 LANGS = ("de", "es", "fr")
 CFG = PipelineConfig(langs=LANGS, read_threads=0)

@@ -7,16 +7,8 @@ import numpy as np
 import pytest
 
 from mlst_jax.audio import GlobalCMVN, fbank, utterance_cmvn
-from mlst_jax.data.pipeline import (
-    PipelineConfig,
-    SourceMeta,
-    epoch_sizes,
-    language_probs,
-    make_eval_pipeline,
-    make_train_pipeline,
-    scan_source,
-    static_batch_shapes,
-)
+from mlst_jax.data.pipeline import SourceMeta, epoch_sizes, language_probs, make_eval_pipeline, make_train_pipeline, scan_source
+from mlst_jax.data.batch_shapes import PipelineConfig, static_batch_shapes
 from mlst_jax.data.tfds_builders import MustC, prepare
 from mlst_jax.data.vocab import EOS_ID, PAD_ID, train_vocab
 from mlst_jax.data.writers import Talk, write_mustc

@@ -7,14 +7,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from mlst_jax.data.pipeline import (
-    PipelineConfig,
-    SourceMeta,
-    _span_mask,
-    make_eval_pipeline,
-    make_train_pipeline,
-    scan_source,
-)
+from mlst_jax.data.batch_loader import _span_mask
+from mlst_jax.data.pipeline import SourceMeta, make_eval_pipeline, make_train_pipeline, scan_source
+
+from mlst_jax.data.batch_shapes import PipelineConfig
 from mlst_jax.data.text_sources import ConcatSource, TranscriptTargets, read_bitext
 from mlst_jax.data.vocab import EOS_ID, PAD_ID, UNK_ID
 from text_words import LONG, word_vocab, words

@@ -5,14 +5,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from mlst_jax.data.pipeline import (
-    PipelineConfig,
-    SourceMeta,
-    epoch_sizes,
-    make_eval_pipeline,
-    make_train_pipeline,
-    scan_source,
-)
+from mlst_jax.data.pipeline import SourceMeta, epoch_sizes, make_eval_pipeline, make_train_pipeline, scan_source
+
+from mlst_jax.data.batch_shapes import PipelineConfig
 from mlst_jax.data.text_sources import ConcatSource, read_bitext
 from mlst_jax.data.vocab import EOS_ID, PAD_ID
 from text_words import LONG, word_vocab, words

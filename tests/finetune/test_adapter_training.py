@@ -6,7 +6,7 @@ import pytest
 
 from mlst_jax.sharing.strategies import adapter_plan
 from mlst_jax.models.params import count_params
-from mlst_jax.finetune import adapters as ad, lna
+from mlst_jax.finetune import lna
 from mlst_jax.models.s2t_transformer import S2TConfig, S2TTransformer
 from mlst_jax.train import optim, sharding as shd, state as st, step as sp
 

@@ -1,4 +1,4 @@
-"""The main job end to end at smoke-test size (`configs/synth_demo_tiny.py`): every stage runs and the report
+"""The main job end to end at smoke-test size (`configs/synth.py:demo_tiny`): every stage runs and the report
 holds what it should."""
 import csv
 import json
@@ -16,7 +16,7 @@ from mlst_jax.train.config import MUSTC_LANGS
 
 pytestmark = pytest.mark.slow
 
-CONFIG = str(demo.CONFIG.with_name("synth_demo_tiny.py"))
+CONFIG = f"{demo.CONFIG.rpartition(':')[0]}:demo_tiny"  # the main job's config file, smoke-test variant
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from mlst_jax.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 XMEF = str(ROOT / "configs" / "xmef_covost_large.py")
-S2T = str(ROOT / "configs" / "mustc_multilingual_m.py")
+S2T = f"{ROOT / 'configs' / 'mustc.py'}:multilingual"
 TOTAL = 792_989_312
 
 

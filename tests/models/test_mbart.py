@@ -1,8 +1,6 @@
 """mBART: parity with HF `MBartForConditionalGeneration` (tied / untied, final_logits_bias), KV-cache decoding,
 checkpoint conversion, mBART-50 language codes and the paper's decoder size."""
 import json
-import re
-import shutil
 import types
 
 import jax
@@ -14,7 +12,7 @@ from mlst_jax.convert import load_pretrained
 from mlst_jax.convert.mbart import load_hf_mbart, save_hf_mbart
 from mlst_jax.models.mbart import (MBART50_LANG_CODES, MBart, MBartConfig, abstract_decoder_params, init_decode_cache, mbart50_code, mbart50_lang_id)
 from mlst_jax.models.params import count_params
-from torch_reference import MaxDiffs, perturb
+from torch_reference import MaxDiffs, check_key_error, perturb, variant_fixtures
 
 TOL = 1e-4
 MAX_DIFFS = MaxDiffs()
@@ -33,11 +31,10 @@ record = MAX_DIFFS.record
 report_diffs = MAX_DIFFS.fixture()
 
 
-@pytest.fixture(scope="module", params=sorted(VARIANTS))
-def case(request, tmp_path_factory):
+def build_case(name, tmp_path_factory):
+    """The HF model of variant `name`, saved, converted, and both run on a padded batch."""
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
-    name = request.param
     torch.manual_seed(len(name))
     hf = perturb(torch, transformers.MBartForConditionalGeneration(
         transformers.MBartConfig(**TINY, **VARIANTS[name])))
@@ -67,6 +64,15 @@ def case(request, tmp_path_factory):
     return types.SimpleNamespace(name=name, torch=torch, transformers=transformers, hf=hf, path=path, config=config,
                                  params=params, model=model, src=src, tgt=tgt, enc=enc, valid=valid, logits=logits,
                                  ref_enc=ref.encoder_last_hidden_state.numpy(), ref_logits=ref.logits.numpy())
+
+
+build, case = variant_fixtures(build_case, VARIANTS)
+
+
+@pytest.fixture(scope="module")
+def tied(build):
+    """The tied variant alone, for the checks one variant is enough for."""
+    return build("tied")
 
 
 @pytest.mark.torch
@@ -133,28 +139,13 @@ def test_export_round_trip(case, tmp_path):
 
 @pytest.mark.torch
 @pytest.mark.parametrize("edit", ["delete", "add", "reshape", "untie"])
-def test_key_errors_name_the_key(case, tmp_path, edit):
-    from safetensors.numpy import load_file, save_file
+def test_key_errors_name_the_key(tied, tmp_path, edit):
+    def untie(state):  # a tied alias that differs from the shared embedding
+        state["model.decoder.embed_tokens.weight"] = state["model.shared.weight"] + 1
+        return "model.decoder.embed_tokens.weight"
 
-    if case.name != "tied":
-        pytest.skip("one variant is enough")
-    state = load_file(case.path / "model.safetensors")
-    key = "model.decoder.layers.1.encoder_attn.k_proj.weight"
-    if edit == "delete":
-        del state[key]
-    elif edit == "add":
-        key = "model.decoder.layers.1.extra.weight"
-        state[key] = np.zeros((2, 2), np.float32)
-    elif edit == "reshape":
-        state[key] = state[key][:, :-1].copy()
-    else:  # a tied alias that differs from the shared embedding
-        key = "model.decoder.embed_tokens.weight"
-        state[key] = state["model.shared.weight"] + 1
-    save_file(state, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
-    shutil.copy(case.path / "config.json", tmp_path / "config.json")
-    with pytest.raises(ValueError, match=re.escape(key)) as err:
-        load_hf_mbart(tmp_path)
-    assert "model.safetensors" in str(err.value)
+    check_key_error(load_hf_mbart, tied.path, tmp_path, untie if edit == "untie" else edit,
+                    key="model.decoder.layers.1.encoder_attn.k_proj.weight", added="model.decoder.layers.1.extra.weight")
 
 
 def test_mbart50_language_codes():

@@ -3,7 +3,6 @@ SpecAugment masks, LayerDrop, and conversion of HF and fairseq checkpoints."""
 import argparse
 import json
 import re
-import shutil
 import types
 
 import flax.linen as nn
@@ -18,7 +17,7 @@ from mlst_jax.convert.wav2vec2 import (load_fairseq_wav2vec2, load_hf_wav2vec2, 
 from mlst_jax.models import layers
 from mlst_jax.models.wav2vec2 import (FeatureProjection, PositionalConvEmbedding, Wav2Vec2, Wav2Vec2Config, Wav2Vec2Encoder, abstract_params, named_config, span_mask)
 from mlst_jax.models.params import count_params
-from torch_reference import MaxDiffs, perturb
+from torch_reference import MaxDiffs, check_key_error, perturb, variant_fixtures
 
 TOL = 1e-4
 LENGTHS = (1500, 1100, 833)
@@ -39,11 +38,10 @@ record = MAX_DIFFS.record
 report_diffs = MAX_DIFFS.fixture()
 
 
-@pytest.fixture(scope="module", params=sorted(VARIANTS))
-def case(request, tmp_path_factory):
+def build_case(name, tmp_path_factory):
+    """The HF model of variant `name`, saved, converted, and both run on the padded batch."""
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
-    name = request.param
     torch.manual_seed(len(name))
     hf = perturb(torch, transformers.Wav2Vec2ForCTC(transformers.Wav2Vec2Config(**TINY, **VARIANTS[name])))
     path = tmp_path_factory.mktemp(name)
@@ -64,6 +62,15 @@ def case(request, tmp_path_factory):
     return types.SimpleNamespace(name=name, torch=torch, transformers=transformers, hf=hf, path=path, config=config,
                                  params=params, wav=wav, run=run, no_mask=no_mask, out=out, valid=valid,
                                  ref=ref, ctc_ref=ctc_ref)
+
+
+build, case = variant_fixtures(build_case, VARIANTS)
+
+
+@pytest.fixture(scope="module")
+def stable(build):
+    """The stable-layer-norm variant alone, for the checks one variant is enough for."""
+    return build("stable")
 
 
 @pytest.mark.torch
@@ -233,25 +240,10 @@ def test_fairseq_finetuned_ctc_checkpoint(case, tmp_path):
 
 @pytest.mark.torch
 @pytest.mark.parametrize("edit", ["delete", "add", "reshape"])
-def test_key_errors_name_the_key(case, tmp_path, edit):
-    from safetensors.numpy import load_file, save_file
-
-    if case.name != "stable":
-        pytest.skip("one variant is enough")
-    state = load_file(case.path / "model.safetensors")
-    key = "wav2vec2.encoder.layers.1.feed_forward.intermediate_dense.weight"
-    if edit == "delete":
-        del state[key]
-    elif edit == "add":
-        key = "wav2vec2.encoder.layers.1.extra.weight"
-        state[key] = np.zeros((2, 2), np.float32)
-    else:
-        state[key] = state[key][:, :-1].copy()
-    save_file(state, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
-    shutil.copy(case.path / "config.json", tmp_path / "config.json")
-    with pytest.raises(ValueError, match=re.escape(key)) as err:
-        load_hf_wav2vec2(tmp_path)
-    assert "model.safetensors" in str(err.value)
+def test_key_errors_name_the_key(stable, tmp_path, edit):
+    check_key_error(load_hf_wav2vec2, stable.path, tmp_path, edit,
+                    key="wav2vec2.encoder.layers.1.feed_forward.intermediate_dense.weight",
+                    added="wav2vec2.encoder.layers.1.extra.weight")
 
 
 def random_params(shapes, seed=0):

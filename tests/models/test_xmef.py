@@ -2,8 +2,6 @@
 `add_adapter=True` + MBart decoder), padding, beam search with the forced language code, conversion, and the
 paper's parameter counts."""
 import json
-import re
-import shutil
 import types
 
 import jax
@@ -19,7 +17,7 @@ from mlst_jax.models.mbart import MBartConfig
 from mlst_jax.models.wav2vec2 import Wav2Vec2Config
 from mlst_jax.models.xmef import XMEF, LengthAdaptor, XMEFConfig, abstract_params, init_decode_cache, paper_config
 from mlst_jax.models.params import count_params
-from torch_reference import MaxDiffs, perturb
+from torch_reference import MaxDiffs, check_key_error, perturb, variant_fixtures
 
 TOL = 1e-4
 MAX_DIFFS = MaxDiffs()
@@ -54,11 +52,10 @@ def hf_model(transformers, torch, name, seed=0):
     return perturb(torch, transformers.SpeechEncoderDecoderModel(config))
 
 
-@pytest.fixture(scope="module", params=sorted(VARIANTS))
-def case(request, tmp_path_factory):
+def build_case(name, tmp_path_factory):
+    """The HF model of variant `name`, saved, converted, and both run on the padded batch."""
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
-    name = request.param
     hf = hf_model(transformers, torch, name)
     path = tmp_path_factory.mktemp(name)
     hf.save_pretrained(path)
@@ -83,6 +80,21 @@ def case(request, tmp_path_factory):
     return types.SimpleNamespace(name=name, torch=torch, transformers=transformers, hf=hf, path=path, config=config,
                                  params=params, model=model, wav=wav, tgt=tgt, run=run, valid=valid, logits=logits,
                                  ref=ref)
+
+
+build, case = variant_fixtures(build_case, VARIANTS)
+
+
+@pytest.fixture(scope="module")
+def stable(build):
+    """The paper-shaped variant alone, for the checks one variant is enough for."""
+    return build("stable")
+
+
+@pytest.fixture(scope="module")
+def base_proj(build):
+    """The projecting, tied variant alone, for the checks one variant is enough for."""
+    return build("base_proj")
 
 
 @pytest.mark.torch
@@ -133,22 +145,20 @@ def test_outputs_do_not_depend_on_padding_values(case):
 
 
 @pytest.mark.torch
-def test_beam_search_forces_the_language_code_like_hf_generate(case):
-    if case.name != "stable":
-        pytest.skip("one variant is enough")
-    torch, cfg, model = case.torch, case.config, case.model
+def test_beam_search_forces_the_language_code_like_hf_generate(stable):
+    torch, cfg, model = stable.torch, stable.config, stable.model
     k, m, tag = 2, 5, 55
-    gen = case.transformers.GenerationConfig(
+    gen = stable.transformers.GenerationConfig(
         num_beams=k, max_new_tokens=m, do_sample=False, early_stopping=True, decoder_start_token_id=EOS,
         forced_bos_token_id=tag, forced_eos_token_id=None, pad_token_id=PAD, eos_token_id=EOS)
-    case.hf.generation_config.forced_eos_token_id = None  # MBart's default would force </s> at max_length
+    stable.hf.generation_config.forced_eos_token_id = None  # MBart's default would force </s> at max_length
     with torch.no_grad():
-        hf = [case.hf.generate(input_values=torch.from_numpy(case.wav[i:i + 1, :n]),
-                               generation_config=gen).numpy()[0, 1:] for i, n in enumerate(LENGTHS)]
+        hf = [stable.hf.generate(input_values=torch.from_numpy(stable.wav[i:i + 1, :n]),
+                                 generation_config=gen).numpy()[0, 1:] for i, n in enumerate(LENGTHS)]
 
     @jax.jit
     def search(params):
-        enc, valid = model.apply({"params": params}, case.wav, np.array(LENGTHS), method=XMEF.encode)
+        enc, valid = model.apply({"params": params}, stable.wav, np.array(LENGTHS), method=XMEF.encode)
         kv = model.apply({"params": params}, enc, method=XMEF.precompute_cross_kv)
         step = lambda tok, cache, i: model.apply({"params": params}, tok, cache, i, kv, valid, method=XMEF.decode_step)
         b = len(LENGTHS)
@@ -156,7 +166,7 @@ def test_beam_search_forces_the_language_code_like_hf_generate(case):
                            decoder_start_id=cfg.decoder_start_token_id, eos_id=EOS, pad_id=PAD,
                            prefix=jnp.full((b, 1), tag), max_steps=m, hf_compat=True)
 
-    ours = np.asarray(search(case.params).tokens)[:, 0]
+    ours = np.asarray(search(stable.params).tokens)[:, 0]
     for row, ref in zip(ours, hf):
         assert row[0] == tag
         np.testing.assert_array_equal(row[:len(ref)], ref)
@@ -176,25 +186,19 @@ def test_export_round_trip(case, tmp_path):
 
 @pytest.mark.torch
 def test_key_errors_name_the_key(case, tmp_path):
-    from safetensors.numpy import load_file, save_file
+    def edit(state):  # one key missing, one unexpected: the error names both
+        del state["encoder.adapter.layers.1.conv.weight"]
+        state["decoder.model.decoder.layers.0.extra.bias"] = np.zeros(3, np.float32)
+        return "encoder.adapter.layers.1.conv.weight"
 
-    state = load_file(case.path / "model.safetensors")
-    key = "encoder.adapter.layers.1.conv.weight"
-    del state[key]
-    state["decoder.model.decoder.layers.0.extra.bias"] = np.zeros(3, np.float32)
-    save_file(state, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
-    shutil.copy(case.path / "config.json", tmp_path / "config.json")
-    with pytest.raises(ValueError, match=re.escape(key)) as err:
-        load_hf_xmef(tmp_path)
-    assert "decoder.model.decoder.layers.0.extra.bias" in str(err.value)
+    err = check_key_error(load_hf_xmef, case.path, tmp_path, edit)
+    assert "decoder.model.decoder.layers.0.extra.bias" in str(err)
 
 
 @pytest.mark.torch
-def test_assembled_from_pretrained_parts(case):
+def test_assembled_from_pretrained_parts(base_proj):
     """XMEF from a wav2vec 2.0 encoder and an MBartForConditionalGeneration-style tree (shared embedding)."""
-    if case.name != "base_proj":
-        pytest.skip("one variant is enough")
-    cfg, p = case.config, case.params
+    cfg, p = base_proj.config, base_proj.params
     dec = dict(p["decoder"])
     mbart = {"decoder": dec, "encoder": {}}
     if cfg.decoder.tie_word_embeddings:

@@ -1,6 +1,5 @@
 """Similarity analyses, multi-way batches from a MuST-C layout, and `mlst analyze` on a saved run."""
 import csv
-import importlib.util
 import json
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import pytest
 
 from mlst_jax.sharing.analysis import language_similarity, layer_similarity, module_kind, write_analysis
 from mlst_jax.sharing.gradients import Quadruplet, read_quadruplets_csv
+from mlst_jax.train.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 LANGS = ("de", "es", "fr")
@@ -88,10 +88,7 @@ def corpus(tmp_path_factory):
 
 
 def synth_tiny():
-    spec = importlib.util.spec_from_file_location("synth_tiny", ROOT / "configs" / "synth_tiny.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+    return load_config(f"{ROOT / 'configs' / 'synth.py'}:tiny")
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import pytest
 
 from mlst_jax.cli import main
 
-CONFIG = str(Path(__file__).resolve().parents[2] / "configs" / "mustc_multilingual_m.py")
+CONFIG = f"{Path(__file__).resolve().parents[2] / 'configs' / 'mustc.py'}:multilingual"
 
 
 def params_json(capsys, *args):

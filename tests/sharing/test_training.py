@@ -1,7 +1,6 @@
 """End to end on the synthetic corpus: train a shared model, differentiate it by gradient similarity up to a
 budget (parameters and Adam moments split), continue training the differentiated model, evaluate per language;
 optimizer-state carry-over from `--init` (and its opt-out); the LNA baselines through the trainer."""
-import importlib.util
 import json
 from pathlib import Path
 
@@ -13,19 +12,17 @@ import pytest
 from mlst_jax.sharing import CopyTable, SharingPlan, base_shapes, differentiable_units
 from mlst_jax.train.init_from import load_source
 from mlst_jax.train.checkpoint import Checkpointer
+from mlst_jax.train.config import load_config
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
-SYNTH_TINY = ROOT / "configs" / "synth_tiny.py"
+SYNTH_TINY = f"{ROOT / 'configs' / 'synth.py'}:tiny"
 LANGS = ("de", "es")
 
 
 def synth_tiny():
-    spec = importlib.util.spec_from_file_location("synth_tiny", SYNTH_TINY)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+    return load_config(SYNTH_TINY)
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +56,7 @@ def shared_run(corpus, tmp_path_factory):
 
 
 def overrides(corpus, max_updates, **fields) -> list[str]:
-    """`--config.FIELD=VALUE` arguments of `config(corpus, max_updates)` for `mlst train --config synth_tiny.py`."""
+    """`--config.FIELD=VALUE` arguments of `config(corpus, max_updates)` for `mlst train --config configs/synth.py:tiny`."""
     values = {"data.manual_dir": corpus[0], "data.data_dir": corpus[1], "data.tgt_langs": LANGS,
               "data.max_frames": 384, "data.frame_buckets": (384,), "data.token_buckets": (64,),
               "data.max_frames_per_batch": 16 * 384, "train.max_updates": max_updates, "train.log_every": 5,
@@ -235,7 +232,8 @@ def test_adapter_baseline_from_shared(corpus, shared_run, tmp_path):
     from mlst_jax.train.trainer import train_and_evaluate
 
     c = config(corpus, 12, strategy="adapters", init=str(shared_run))
-    c.model.s2t.overrides.adapter_dim = 16
+    with c.unlocked():  # a field the config's overrides do not hold yet
+        c.model.s2t.overrides.adapter_dim = 16
     c.finetune.trainable = "adapters"
     assert train_and_evaluate(c, tmp_path / "adapters")["step"] == 12
     run, shared = load_source(tmp_path / "adapters", LANGS), load_source(shared_run, LANGS)
@@ -319,7 +317,6 @@ def test_lna_trains_only_its_leaves(corpus, shared_run, shared_raw, tmp_path, va
     finetune.trainable=VARIANT for 2 steps. Frozen leaves stay bitwise, trained ones move, and the optimizer state
     (fresh: the shared run trained every parameter) holds Adam moments for the trained leaves only."""
     from mlst_jax.finetune import lna
-    from mlst_jax.train.config import load_config
     from mlst_jax.train.trainer import train_and_evaluate
 
     row = load_config(f"{ROOT / 'configs' / 'mustc_sharing.py'}:{variant}")

@@ -61,18 +61,18 @@ def test_compile_errors_are_clear(capsys, args, message):
 
 @pytest.mark.parametrize("config,args,message,fix", [
     # the paper's 40,000 frames cannot hold 8 language groups x 4 batch devices at 3,072 frames
-    ("mustc_multilingual_m.py", ["--mesh", "data=2,fsdp=2,tensor=2"],
+    ("mustc.py:multilingual", ["--mesh", "data=2,fsdp=2,tensor=2"],
      "8 language groups x 4 devices (32 rows, at least 98304 frames)",
      "Fix: --config.data.max_frames_per_batch=160000, i.e. the config's 40000 frames for each of the 4 batch "
      "devices"),
-    ("synth_tiny.py", ["--mesh", "data=8", "--config.data.max_frames_per_batch=1000"],
+    ("synth.py:tiny", ["--mesh", "data=8", "--config.data.max_frames_per_batch=1000"],
      "3 language groups x 8 devices (24 rows, at least 6144 frames)",
      "Fix: --config.data.max_frames_per_batch=12288, i.e. 512 frames x 3 language groups x 8 batch devices"),
 ])
 def test_compile_names_the_budget_override(capsys, config, args, message, fix):
     """A frame budget too small for the mesh fails before compiling, naming the override that fixes it; with
     that override every frame bucket has whole rows for every group and batch device."""
-    from mlst_jax.data import pipeline as pl
+    from mlst_jax.data.batch_shapes import static_batch_shapes, train_frame_buckets
     from mlst_jax.train.tasks import get_task
 
     rc, _, err = run_cli(capsys, "compile", "--config", CONFIGS / config, *args)
@@ -80,9 +80,8 @@ def test_compile_names_the_budget_override(capsys, config, args, message, fix):
     override = fix.split()[1].rstrip(",")
     c = load_config(str(CONFIGS / config), [override])
     pcfg = get_task(c).pipeline_config(train=True)
-    buckets = pl.train_frame_buckets(pcfg)  # mlst compile's default: the smallest and the largest
-    shapes = pl.static_batch_shapes(pcfg, num_devices=4 if "mustc" in config else 8,
-                                    frames=[buckets[0], buckets[-1]])
+    buckets = train_frame_buckets(pcfg)  # mlst compile's default: the smallest and the largest
+    shapes = static_batch_shapes(pcfg, num_devices=4 if "mustc" in config else 8, frames=[buckets[0], buckets[-1]])
     rows = [s.features[:2] for s in shapes]
     assert rows == ([(8, 156), (8, 4)] if "mustc" in config else [(3, 16), (3, 8)])  # [groups, rows]
 
@@ -90,27 +89,28 @@ def test_compile_names_the_budget_override(capsys, config, args, message, fix):
 def test_readme_compile_budget_fits_32_devices():
     """README's `mlst compile ... --mesh data=8,fsdp=4 --config.data.max_frames_per_batch=1280000` (32 batch
     devices, 40,000 frames each) has whole rows for every language and device in the buckets it compiles."""
-    from mlst_jax.data import pipeline as pl
+    from mlst_jax.data.batch_shapes import static_batch_shapes
     from mlst_jax.train.tasks import get_task
 
     readme = (ROOT / "README.md").read_text()
     line = next(l for l in readme.splitlines() if l.startswith("mlst compile "))
     assert "--mesh data=8,fsdp=4 --config.data.max_frames_per_batch=1280000" in line
-    c = load_config(str(CONFIGS / "mustc_multilingual_m.py"), ["--config.data.max_frames_per_batch=1280000"])
+    c = load_config(f"{CONFIGS / 'mustc.py'}:multilingual", ["--config.data.max_frames_per_batch=1280000"])
     pcfg = get_task(c).pipeline_config(train=True)
-    shapes = pl.static_batch_shapes(pcfg, num_devices=32, frames=[128, 3072])
+    shapes = static_batch_shapes(pcfg, num_devices=32, frames=[128, 3072])
     assert [s.features[:2] for s in shapes] == [(8, 1248), (8, 32)]
     with pytest.raises(ValueError, match="at least 786432 frames"):
-        pl.static_batch_shapes(get_task(load_config(str(CONFIGS / "mustc_multilingual_m.py"))).pipeline_config(True),
+        static_batch_shapes(get_task(load_config(f"{CONFIGS / 'mustc.py'}:multilingual")).pipeline_config(True),
                                num_devices=32, frames=[128, 3072])
 
 
 def test_config_files_validate():
-    specs = ["synth_tiny.py", "synth_demo.py", "synth_demo_tiny.py", "mustc_multilingual_m.py"] + [f"mustc_bilingual.py:{l}" for l in cfglib.MUSTC_LANGS]
+    specs = [f"synth.py:{v}" for v in ("tiny", "demo", "demo_tiny")] + ["mustc.py:multilingual"] + \
+        [f"mustc.py:bilingual-{l}" for l in cfglib.MUSTC_LANGS]
     for spec in specs:
         cfglib.validate(load_config(str(CONFIGS / spec)), device_count=8, check_paths=False)
 
-    m = load_config(str(CONFIGS / "mustc_multilingual_m.py"))
+    m = load_config(f"{CONFIGS / 'mustc.py'}:multilingual")
     model = get_task(m).model_config(None)
     assert (m.model.s2t.arch, model.vocab_size, model.tie_word_embeddings, model.dropout) == \
         ("s2t_transformer_m", 10000, False, 0.15)
@@ -120,17 +120,20 @@ def test_config_files_validate():
         (40000, 8, "ld", "utterance")
     assert tuple(m.data.tgt_langs) == cfglib.MUSTC_LANGS and m.sharing.strategy == "multilingual"
 
-    b = load_config(f"{CONFIGS / 'mustc_bilingual.py'}:ru")
+    b = load_config(f"{CONFIGS / 'mustc.py'}:bilingual-ru")
     assert (b.model.s2t.arch, b.model.s2t.vocab_size, tuple(b.data.tgt_langs), b.data.specaugment) == \
         ("s2t_transformer_s", 8000, ("ru",), "lb")
 
 
-@pytest.mark.parametrize("arg,message", [
-    (":xx", "unknown target language 'xx'; pass one of de, es, fr, it, nl, pt, ro, ru"),
-    ("", "no target language"),
+@pytest.mark.parametrize("spec,message", [
+    ("mustc.py:bilingual-xx", "unknown target language 'xx'; pass multilingual or bilingual-LANG with LANG one of de, "
+                              "es, fr, it, nl, pt, ro, ru"),
+    ("mustc.py:bilingual", "unknown variant 'bilingual'; pass multilingual or bilingual-LANG"),
+    ("mustc.py", "no variant; pass multilingual or bilingual-LANG"),
+    ("synth.py:small", "configs/synth.py: unknown variant 'small'; pass one of tiny, demo, demo_tiny"),
 ])
-def test_bilingual_needs_a_known_language(capsys, arg, message):
-    rc, _, err = run_cli(capsys, "compile", "--config", f"{CONFIGS / 'mustc_bilingual.py'}{arg}")
+def test_config_variant_must_be_known(capsys, spec, message):
+    rc, _, err = run_cli(capsys, "compile", "--config", CONFIGS / spec)
     assert rc == 2 and message in err, err
 
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from mlst_jax.data.ctc_labels import ALPHABET, VOCAB_SIZE, char_labels, label_text
-from mlst_jax.data.pipeline import PipelineConfig, make_eval_pipeline, make_train_pipeline
+from mlst_jax.data.pipeline import make_eval_pipeline, make_train_pipeline
+from mlst_jax.data.batch_shapes import PipelineConfig
 from mlst_jax.data.vocab import train_vocab
 from mlst_jax.models.s2t_transformer import S2TConfig, S2TTransformer
 from mlst_jax.models.params import count_params

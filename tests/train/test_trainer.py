@@ -1,5 +1,4 @@
 import hashlib
-import importlib.util
 import json
 from pathlib import Path
 
@@ -9,6 +8,7 @@ import pytest
 
 from mlst_jax.evaluate import score_by_language
 from mlst_jax.train.checkpoint import Checkpointer
+from mlst_jax.train.config import load_config
 
 pytestmark = pytest.mark.slow
 
@@ -16,10 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def synth_tiny():
-    spec = importlib.util.spec_from_file_location("synth_tiny", ROOT / "configs" / "synth_tiny.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+    return load_config(f"{ROOT / 'configs' / 'synth.py'}:tiny")
 
 
 @pytest.fixture(scope="module")

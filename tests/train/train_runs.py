@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parents[2]
-SYNTH_TINY = ROOT / "configs" / "synth_tiny.py"
+SYNTH_TINY = f"{ROOT / 'configs' / 'synth.py'}:tiny"
 
 
 class TinyData(NamedTuple):
@@ -21,7 +21,7 @@ class TinyData(NamedTuple):
 
 
 def config_args(data: TinyData, fields: dict) -> list[str]:
-    """`--config` and `--config.FIELD=VALUE` arguments of synth_tiny on `data` (2 languages, one 384-frame bucket)
+    """`--config` and `--config.FIELD=VALUE` arguments of `configs/synth.py:tiny` on `data` (2 languages, one 384-frame bucket)
     with `fields` on top."""
     values = {"data.manual_dir": data.corpus, "data.data_dir": data.data_dir, "data.vocab": data.vocab,
               "data.tgt_langs": ("de", "es"), "data.max_frames": 384, "data.frame_buckets": (384,),

@@ -15,6 +15,8 @@ import jax.numpy as jnp
 import ml_collections
 
 from mlst_jax.data import pipeline as pl
+
+from mlst_jax.data import batch_shapes as shapes
 from mlst_jax.data.vocab import Vocab, train_vocab
 from mlst_jax.train import distributed, inputs
 from mlst_jax.train.inputs import Stream
@@ -82,7 +84,7 @@ class Task:
             distributed.broadcast_file(f"{prefix}.model")
         return Vocab.from_spm(f"{prefix}.model")
 
-    def pipeline_config(self, train: bool, **overrides) -> pl.PipelineConfig:
+    def pipeline_config(self, train: bool, **overrides) -> shapes.PipelineConfig:
         """The input pipeline's settings for training (`train`) or evaluation batches."""
         c = self.c
         d = c.data
@@ -94,7 +96,7 @@ class Task:
                       langs=tuple(s.name for s in streams), targets=tuple(s.tgt for s in streams),
                       temperature=d.temperature, cmvn=d.cmvn or None, global_cmvn_path=d.global_cmvn_path or None,
                       seed=c.seed, **extra)
-        return pl.PipelineConfig(**{**fields, **self._pipeline_fields(train), **overrides})
+        return shapes.PipelineConfig(**{**fields, **self._pipeline_fields(train), **overrides})
 
     def _pipeline_fields(self, train: bool) -> dict:
         """The family's own `PipelineConfig` fields."""
@@ -147,7 +149,7 @@ class Task:
         """Keyword arguments of `step.make_train_step` beyond the model, optimizer and shardings."""
         return {"label_smoothing": self.c.optim.label_smoothing}
 
-    def batch_structs(self, shape: pl.BatchShape, shared: bool = True) -> dict[str, jax.ShapeDtypeStruct]:
+    def batch_structs(self, shape: shapes.BatchShape, shared: bool = True) -> dict[str, jax.ShapeDtypeStruct]:
         """ShapeDtypeStructs of a training batch of `shape` with the keys of `train_keys(shared)`."""
         lead = shape.tokens[:-1]
         structs = {"features": jax.ShapeDtypeStruct(shape.features, jnp.float32),

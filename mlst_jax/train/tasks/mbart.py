@@ -18,6 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from mlst_jax.data import pipeline as pl
+
+from mlst_jax.data import batch_shapes as shapes
 from mlst_jax.data.text_sources import ConcatSource, TranscriptTargets, read_bitext
 from mlst_jax.train import inputs
 from mlst_jax.train.tasks.base import Stream
@@ -110,7 +112,7 @@ class MBartTask(XMEFTask):
     def train_keys(self, shared: bool) -> tuple[str, ...]:
         return "src_tokens", "decoder_input", "target", "loss_weights", "valid"
 
-    def batch_structs(self, shape: pl.BatchShape, shared: bool = True) -> dict[str, jax.ShapeDtypeStruct]:
+    def batch_structs(self, shape: shapes.BatchShape, shared: bool = True) -> dict[str, jax.ShapeDtypeStruct]:
         lead = shape.tokens[:-1]
         return {"src_tokens": jax.ShapeDtypeStruct(shape.features, jnp.int32),
                 "decoder_input": jax.ShapeDtypeStruct(shape.tokens, jnp.int32),
