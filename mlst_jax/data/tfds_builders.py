@@ -62,12 +62,12 @@ from mlst_jax.data.layouts import (
     Utterance,
     covost2_files,
     europarl_st_files,
-    load_segment,
     mustc_files,
     read_covost2,
     read_europarl_st,
     read_mustc,
 )
+from mlst_jax.data.segments import load_segment
 
 __all__ = [
     "STConfig", "MustC", "CoVoST2", "EuroparlST", "prepare", "prepared_builder", "tfds_split_name", "BUILDERS",

@@ -10,7 +10,8 @@ import pytest
 import soundfile as sf
 
 from mlst_jax import cli
-from mlst_jax.data.layouts import load_segment, read_covost2, read_europarl_st, read_mustc
+from mlst_jax.data.layouts import read_covost2, read_europarl_st, read_mustc
+from mlst_jax.data.segments import load_segment
 from mlst_jax.data.synthetic import corpus
 from mlst_jax.data.synthetic.corpus import (
     LAYOUT_SPLITS, LAYOUTS, PITCH_RANGE, RATE_RANGE, SIZES, VOICE_VARIANTS, Size, layout_directions,

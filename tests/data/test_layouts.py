@@ -8,14 +8,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from mlst_jax.data.layouts import (
-    AudioDecoderUnavailable,
-    SkipReport,
-    load_segment,
-    read_covost2,
-    read_europarl_st,
-    read_mustc,
-)
+from mlst_jax.data.layouts import SkipReport, read_covost2, read_europarl_st, read_mustc
+from mlst_jax.data.segments import AudioDecoderUnavailable, load_segment
 from mlst_jax.data.writers import Talk, mp3_supported, write_covost2, write_europarl_st, write_mustc
 
 SR = 16000

@@ -26,13 +26,15 @@ def tiny_config_module():
 
 
 def make_xmef_data(root: Path, size=(8, 3, 3)) -> XmefData:
-    """Synthesizes the corpus, trains a SentencePiece model on its texts and saves random HF models."""
+    """Synthesizes the corpus, prepares its TFDS data, trains a SentencePiece model on its texts and saves random HF
+    models."""
     import sentencepiece as spm
     import torch
     import transformers
 
     from mlst_jax.convert.xmef import mbart50_vocab_size
     from mlst_jax.data.synthetic.corpus import synthesize_corpus
+    from mlst_jax.data.tfds_builders import prepare
 
     synthesize_corpus(root / "synth", size=size, layouts=("covost2",), workers=1, progress=False)
     corpus = root / "synth" / "covost2"
@@ -49,6 +51,8 @@ def make_xmef_data(root: Path, size=(8, 3, 3)) -> XmefData:
     transformers.MBartForConditionalGeneration(transformers.MBartConfig(
         vocab_size=mbart50_vocab_size(sp_size), **hf_decoder)).save_pretrained(root / "mbart")
     shutil.copy(root / "spm.model", root / "mbart" / "sentencepiece.bpe.model")
+    for pair in PAIRS:  # prepared once here: runs started side by side must not build the same data at once
+        prepare("covost2", corpus, root / "tfds", pair)
     return XmefData(corpus, root / "tfds", root / "w2v", root / "mbart", sp_size)
 
 
