@@ -5,9 +5,9 @@
         --config.data.manual_dir=$MUSTC --config.data.data_dir=$TFDS
     # 2. one row, continued from it (SYSTEM below)
     python -m mlst_jax.main --config configs/mustc_sharing.py:SYSTEM --workdir runs/SYSTEM \\
-        --config.sharing.init=runs/multilingual --config.data.manual_dir=$MUSTC --config.data.data_dir=$TFDS
+        --config.init.run=runs/multilingual --config.data.manual_dir=$MUSTC --config.data.data_dir=$TFDS
     # grad@X can also be split first and inspected:  mlst differentiate --checkpoint runs/multilingual
-    #     --out runs/grad_2.0_init --budget 2.0 --multiway tst-COMMON  (then --config.sharing.init=runs/grad_2.0_init)
+    #     --out runs/grad_2.0_init --budget 2.0 --multiway tst-COMMON  (then --config.init.run=runs/grad_2.0_init)
 
 SYSTEM (expected tst-COMMON BLEU, seed 000 Table 1, average over the 8 languages; beam 5, lenpen 0.6):
   joint          Jointly fine-tuning, 76.3M        26.47
@@ -30,7 +30,7 @@ MUSTC = runpy.run_path(str(Path(__file__).with_name("mustc.py")))  # the MuST-C 
 
 
 def get_config(system: str = "grad@2.0"):
-    """The config of one Table 1 row (see the module docstring); `sharing.init` must name the shared run."""
+    """The config of one Table 1 row (see the module docstring); `init.run` must name the shared run."""
     c = MUSTC["get_config"]("multilingual")
     c.train.max_updates += 30000
     c.eval.lenpen = 0.6

@@ -15,8 +15,10 @@ import argparse
 import json
 import sys
 
-from mlst_jax.jobs.export import average_and_export, check_run_dir
-from mlst_jax.train.config import load_config, workdir_config
+from mlst_jax.jobs.export import average_and_export
+from mlst_jax.train import distributed, trainer
+from mlst_jax.train.aot import compile_train_step
+from mlst_jax.train.config import load_config
 
 __all__ = ["add_train_commands"]
 
@@ -38,8 +40,6 @@ def _add_distributed(p: argparse.ArgumentParser) -> None:
 
 
 def _initialize(args) -> None:
-    from mlst_jax.train import distributed
-
     distributed.initialize(args.coordinator_address, args.num_processes, args.process_id, auto=args.distributed)
 
 
@@ -51,9 +51,7 @@ def _train(args) -> int:
     _initialize(args)
     config = load_config(args.config, args.config_overrides)
     if args.init:
-        config.sharing.init = args.init
-    from mlst_jax.train import trainer
-
+        config.init.run = args.init
     try:
         result = trainer.train_and_evaluate(config, args.workdir)
     except FloatingPointError as e:
@@ -66,8 +64,6 @@ def _train(args) -> int:
 def _evaluate(args) -> int:
     _initialize(args)
     config = load_config(args.config, args.config_overrides)
-    from mlst_jax.train import trainer
-
     _print(trainer.evaluate(config, args.workdir, args.split))
     return 0
 
@@ -75,15 +71,12 @@ def _evaluate(args) -> int:
 def _average(args) -> int:
     if args.config_overrides and not args.config:
         raise ValueError(f"{' '.join(args.config_overrides)}: config overrides need --config")
-    check_run_dir(args.workdir)
-    config = load_config(args.config, args.config_overrides) if args.config else workdir_config(args.workdir)
+    config = load_config(args.config, args.config_overrides) if args.config else None
     _print(average_and_export(config, args.workdir, args.last, args.out))
     return 0
 
 
 def _compile(args) -> int:
-    from mlst_jax.train.aot import compile_train_step
-
     config = load_config(args.config, args.config_overrides)
     try:
         frames = [int(t) for t in args.frames.split(",") if t.strip()] if args.frames else None
@@ -100,7 +93,7 @@ def add_train_commands(subparsers) -> None:
     _add_config(p)
     p.add_argument("--workdir", required=True, help="checkpoints, metrics, vocabulary and config.json go here")
     p.add_argument("--init", help="start from this run's latest checkpoint, re-laid out for the config's sharing "
-                                  "plan (sets sharing.init)")
+                                  "plan (sets init.run)")
     _add_distributed(p)
     p.set_defaults(func=_train)
 

@@ -9,8 +9,7 @@ from typing import Any
 from mlst_jax.sharing.analysis import write_analysis
 from mlst_jax.sharing.gradients import similarities, task_gradients, write_quadruplets_csv
 from mlst_jax.train.inputs import multiway_batches
-from mlst_jax.train.run import load_run
-from mlst_jax.train.tasks import get_task
+from mlst_jax.train.run import Run
 
 __all__ = ["analyze_run"]
 
@@ -20,16 +19,19 @@ def analyze_run(workdir: str | os.PathLike, split: str, out_dir: str | os.PathLi
     """Per-task gradients of run `workdir` on the multi-way aligned `split` of its corpus; writes
     quadruplets.csv and the two analyses (`write_analysis`) into `out_dir`. Returns `write_analysis`'s dict
     plus "step", "utterances", "nll" ({lang: mean NLL}) and "similarity" ({unit: [n, n]})."""
-    run = load_run(workdir, step)
-    batches = multiway_batches(run.config, get_task(run.config), run.plan.langs, split, run.vocab, batch_size,
-                               max_utterances=max_utterances)
-    grads = task_gradients(run.model, run.params, run.plan, batches, progress=progress)
-    matrices, quads = similarities(grads, run.plan)
+    with Run(workdir) as run:
+        step = run.latest_step if step is None else step
+        run.check_model(step)
+        params, plan = run.params(step), run.plan(step)
+        batches = multiway_batches(run.config, run.task, plan.langs, split, run.vocab, batch_size,
+                                   max_utterances=max_utterances)
+        grads = task_gradients(run.model, params, plan, batches, progress=progress)
+    matrices, quads = similarities(grads, plan)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_quadruplets_csv(out / "quadruplets.csv", quads)
-    result = write_analysis(out, quads, run.plan.langs)
+    result = write_analysis(out, quads, plan.langs)
     result["files"] = {"quadruplets.csv": out / "quadruplets.csv", **result["files"]}
-    result.update(step=run.step, utterances=grads.utterances, similarity=matrices,
-                  nll=dict(zip(run.plan.langs, grads.nll.tolist())))
+    result.update(step=step, utterances=grads.utterances, similarity=matrices,
+                  nll=dict(zip(plan.langs, grads.nll.tolist())))
     return result

@@ -28,7 +28,7 @@ import jax
 
 from mlst_jax.sharing import SharingPlan, base_shapes
 from mlst_jax.jobs.differentiate import differentiate
-from mlst_jax.train.init_from import load_source
+from mlst_jax.train.run import Run
 from mlst_jax.train.config import load_config
 
 CONFIG = f"{Path(__file__).resolve().parents[2] / 'configs' / 'synth.py'}:demo"
@@ -39,8 +39,10 @@ def _say(msg: str) -> None:
     print(f"[demo {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def _config(config: str, corpus: Path, workdir: Path, steps: int, shared_vocab: bool = True, **sharing):
+def _config(config: str, corpus: Path, workdir: Path, steps: int, shared_vocab: bool = True, init: str = "",
+            **sharing):
     c = load_config(config)
+    c.init.run = init
     c.data.manual_dir, c.data.data_dir = str(corpus), str(workdir / "tfds")
     c.data.vocab = str(workdir / "runs" / "multilingual" / "vocab" / "spm.model") if shared_vocab else ""
     c.train.max_updates = steps
@@ -49,10 +51,10 @@ def _config(config: str, corpus: Path, workdir: Path, steps: int, shared_vocab: 
 
 
 def _size(run: Path, langs) -> tuple[int, int]:
-    src = load_source(run, langs)
-    base = base_shapes(src.params, src.plan)
-    src.ckpt.close()
-    return src.plan.num_params(base), SharingPlan.shared(base, langs).num_params(base)
+    with Run(run) as r:
+        plan = r.plan(langs=langs)
+        base = base_shapes(r.ckpt.params_shapes(r.latest_step), plan)
+    return plan.num_params(base), SharingPlan.shared(base, langs).num_params(base)
 
 
 class Preempted(SystemExit):

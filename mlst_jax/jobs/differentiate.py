@@ -2,7 +2,6 @@
 parameters up to a size budget and write a run that `mlst train --init` continues."""
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from pathlib import Path
@@ -19,6 +18,7 @@ from mlst_jax.train import sharding as shd
 from mlst_jax.train.checkpoint import Checkpointer
 from mlst_jax.train.init_from import start_plan_and_state
 from mlst_jax.train.optim import optimizer_of
+from mlst_jax.train.run import Run
 from mlst_jax.train.state import abstract_params
 from mlst_jax.train.tasks import get_task
 
@@ -47,19 +47,18 @@ def differentiate(run: str | Path, out: str | Path, budget: float, *, multiway_s
     `progress`: a progress bar over the task gradients.
     """
     run, out = Path(run), Path(out)
-    if not (run / "config.json").is_file():
-        raise ValueError(f"{run}: not a training run directory (no config.json)")
     if (out / "checkpoints").exists():
         raise ValueError(f"{out / 'checkpoints'} already exists")
-    c = ml_collections.ConfigDict(json.loads((run / "config.json").read_text()))
-    c.sharing.strategy, c.sharing.init = f"grad@{budget}", str(run)
+    with Run(run) as src:
+        c = ml_collections.ConfigDict(src.config.to_dict())
+        vocab = src.vocab
+    c.sharing.strategy, c.init.run = f"grad@{budget}", str(run)
     if multiway_split:
         c.sharing.multiway_split = multiway_split
     if max_utterances:
         c.sharing.multiway_max = int(max_utterances)
     parse_strategy(c.sharing.strategy)
     task = get_task(c)
-    vocab = task.load_vocab(run)
     model_cfg = task.model_config(vocab)
     model = task.model(model_cfg)
     example = {"features": jax.ShapeDtypeStruct((1, 16, model_cfg.input_feat_per_channel), jnp.float32),
@@ -71,7 +70,7 @@ def differentiate(run: str | Path, out: str | Path, budget: float, *, multiway_s
     out.mkdir(parents=True, exist_ok=True)
     plan, state, data_state = start_plan_and_state(c, task.stream_names, model, tx, jax.random.PRNGKey(c.seed),
                                                    example, mesh, base, vocab, out, progress=progress)
-    c.sharing.init = ""
+    c.init.run = ""
     ckpt = Checkpointer(out / "checkpoints", keep=None, async_save=False)
     ckpt.save(state, data_state=data_state, config=c, sharing_plan=plan.to_json())
     ckpt.close()

@@ -6,40 +6,25 @@ from pathlib import Path
 
 import ml_collections
 
-from mlst_jax.train import trainer
-from mlst_jax.train.tasks import get_task
+from mlst_jax.train.run import Run
 
-__all__ = ["average_and_export", "check_run_dir"]
-
-
-def check_run_dir(workdir: str | Path) -> None:
-    """ValueError unless `workdir` is a training run directory (one with checkpoints/)."""
-    if not Path(workdir).is_dir():
-        raise ValueError(f"{workdir} does not exist")
-    if not (Path(workdir) / "checkpoints").is_dir():
-        raise ValueError(f"{workdir} has no checkpoints/: not a training run directory")
+__all__ = ["average_and_export"]
 
 
-def average_and_export(config: ml_collections.ConfigDict, workdir: str | Path, last: int,
+def average_and_export(config: ml_collections.ConfigDict | None, workdir: str | Path, last: int,
                        out: str | Path) -> dict:
     """Averages the last `last` checkpoints of `workdir` and writes them as a `Translator` directory `out`
     (one `out/<stream>` per stream when the run has language-specific parameters, each recording the target
-    language it serves)."""
-    c = ml_collections.ConfigDict(config.to_dict())
-    task = get_task(c)
-    if c.data.cmvn == "global":
-        raise ValueError("data.cmvn='global': exported models apply utterance CMVN or none")
+    language it serves). `config`: the config to read the run with (None: the run's own)."""
     if last < 1:
         raise ValueError(f"--last {last} must be >= 1")
-    check_run_dir(workdir)
-    prefix = Path(workdir) / "vocab" / "spm.model"
-    if task.family == "s2t" and not c.data.vocab and not prefix.is_file():
-        raise ValueError(f"{prefix} does not exist and the config names no data.vocab")
-    vocab = task.load_vocab(workdir)
-    model_cfg = task.model_config(vocab)
-    params = trainer.average_checkpoints(workdir, last)
-    steps = trainer.averaged_steps(workdir, last)
-    plan = trainer.run_plan(workdir, task.stream_names, params)
+    with Run(workdir, config) as run:
+        if run.config.data.cmvn == "global":
+            raise ValueError("data.cmvn='global': exported models apply utterance CMVN or none")
+        task, vocab, model_cfg = run.task, run.vocab, run.model_config
+        steps = run.averaged_steps(last)
+        params = run.averaged_params(last)
+        plan = run.plan()
     out = Path(out)
     if plan.is_shared:
         task.translator(model_cfg, params, vocab).save(out)

@@ -28,8 +28,21 @@ import ml_collections
 import numpy as np
 
 from mlst_jax.audio.io import SAMPLE_RATE
-from mlst_jax.train.config import base_config
 from mlst_jax.data import directions as dirs
+from mlst_jax.data import pipeline as pl
+from mlst_jax.data.ctc_labels import normalize
+from mlst_jax.data.layouts import read_europarl_st
+from mlst_jax.data.synthetic.corpus import synthesize_corpus
+from mlst_jax.data.synthetic.grammar import sample_sentences
+from mlst_jax.data.vocab import Vocab, train_vocab
+from mlst_jax.models.params import count_params
+from mlst_jax.train import inputs
+from mlst_jax.train.config import base_config
+from mlst_jax.train.run import Run
+from mlst_jax.train.tasks.ctc import export_hf as export_w2v2
+from mlst_jax.train.tasks.ctc import transcribe
+from mlst_jax.train.tasks.mbart import export_hf as export_mbart
+from mlst_jax.train.trainer import evaluate, train_and_evaluate
 
 
 
@@ -96,11 +109,6 @@ def _log(msg: str, quiet: bool) -> None:
 
 def build_data(cfg: MiniatureConfig, workdir: Path, progress: bool) -> dict:
     """The speech corpus (Europarl-ST layout), the text-only bitext and the vocabulary (reused when present)."""
-    from mlst_jax.data.layouts import read_europarl_st
-    from mlst_jax.data.synthetic.corpus import synthesize_corpus
-    from mlst_jax.data.synthetic.grammar import sample_sentences
-    from mlst_jax.data.vocab import Vocab, train_vocab
-
     corpus = workdir / "corpus"
     key = {"langs": list(cfg.langs), "size": [cfg.train, 4, cfg.test], "max_words": cfg.max_words, "seed": cfg.seed,
            "text": cfg.text, "vocab_size": cfg.vocab_size}
@@ -188,12 +196,10 @@ def _losses(run: Path) -> dict:
 
 def _train(c, run: Path, progress: bool) -> tuple[dict, object, object]:
     """Trains `c` in `run`; (losses, task, parameters of the last checkpoint)."""
-    from mlst_jax.train import trainer
-    from mlst_jax.train.tasks import get_task
-
     c.train.progress = progress
-    trainer.train_and_evaluate(c, run)
-    return _losses(run), get_task(c), trainer.average_checkpoints(run, 1)
+    train_and_evaluate(c, run)
+    with Run(run) as r:
+        return _losses(run), r.task, r.params()
 
 
 # -- CER ----------------------------------------------------------------------------------------------------------
@@ -216,11 +222,6 @@ def char_error_rate(hyps, refs) -> float:
 
 def test_cer(c, task, params, vocab, n: int = 32) -> dict[str, float]:
     """Greedy CTC CER on the first `n` test utterances of each ASR stream's source language."""
-    from mlst_jax.data import pipeline as pl
-    from mlst_jax.data.ctc_labels import normalize
-    from mlst_jax.train import inputs
-    from mlst_jax.train.tasks.ctc import transcribe
-
     out = {}
     streams = task.streams()
     sources = task.sources(c.data.test_split, streams)
@@ -241,11 +242,6 @@ def test_cer(c, task, params, vocab, n: int = 32) -> dict[str, float]:
 
 def run(cfg: MiniatureConfig, workdir: str | Path, progress: bool = True, quiet: bool = False) -> dict:
     """Runs the miniature; returns (and writes to `workdir/results.json`) the measurements."""
-    from mlst_jax.train import trainer
-    from mlst_jax.models.params import count_params
-    from mlst_jax.train.tasks.ctc import export_hf as export_w2v2
-    from mlst_jax.train.tasks.mbart import export_hf as export_mbart
-
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -301,7 +297,7 @@ def run(cfg: MiniatureConfig, workdir: str | Path, progress: bool = True, quiet:
             c.model.xmef.joint_shared_layers, c.finetune.trainable = cfg.joint_shared_layers, cfg.joint_variant
             c.optim.mt_weight = cfg.mt_weight
         losses, task, params = _train(c, workdir / name, progress)
-        scores = trainer.evaluate(c, workdir / name)
+        scores = evaluate(c, workdir / name)
         tick(name, t0)
         bleu = {k: v for k, v in scores.items() if "-" in k and not k.startswith("mt_")}
         trained = count_params(params, task.trainable_mask(params))

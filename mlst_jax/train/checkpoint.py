@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import re
 import signal
@@ -176,15 +177,19 @@ class Checkpointer:
                 self.manager.reload()
         return None
 
+    def params_shapes(self, step: int) -> Any:
+        """The saved parameters of `step` as ShapeDtypeStructs, read from the checkpoint's metadata."""
+        with ocp.PyTreeCheckpointer() as ckptr:
+            meta = ckptr.metadata(self.directory / str(step) / "state")
+        tree = getattr(meta, "item_metadata", meta)
+        tree = getattr(tree, "tree", tree)
+        return jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), tree["params"])
+
     def restore_params(self, step: int) -> Any:
         """The saved parameters of `step` as host numpy arrays (no target structure needed)."""
-        item = self.directory / str(step) / "state"
+        target = self.params_shapes(step)
         with ocp.PyTreeCheckpointer() as ckptr:
-            meta = ckptr.metadata(item)
-            tree = getattr(meta, "item_metadata", meta)
-            tree = getattr(tree, "tree", tree)
-            target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), tree["params"])
-            restored = ckptr.restore(item, args=ocp.args.PyTreeRestore(
+            restored = ckptr.restore(self.directory / str(step) / "state", args=ocp.args.PyTreeRestore(
                 item={"params": target},
                 restore_args={"params": jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target)},
                 partial_restore=True))
@@ -196,8 +201,6 @@ class Checkpointer:
         path = self.directory / str(step) / item / "metadata"
         if not path.is_file():
             raise ValueError(f"checkpoint {self.directory / str(step)} has no {item} item ({path} is missing)")
-        import json
-
         return json.loads(path.read_text()).get(key)
 
     def wait(self) -> None:

@@ -7,7 +7,6 @@ invents a field or a default. `validate` raises a ValueError naming the field fo
 """
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Sequence
@@ -59,7 +58,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.s2t = _s2t_model()  # model.family = s2t
     c.model.xmef = _xmef_model()  # model.family = xmef
 
-    c.init = ml_collections.ConfigDict()  # pretrained weights a fresh XMEF run starts from
+    c.init = ml_collections.ConfigDict()  # where a fresh run's weights come from (none set: random init)
+    c.init.run = ""  # a run (workdir) whose latest checkpoint this run continues from, re-laid out to its sharing plan
+    c.init.reset_optimizer = False  # with init.run: start the optimizer state fresh instead of carrying it over
     c.init.model = ""  # an HF SpeechEncoderDecoderModel directory (wav2vec 2.0 + adapter + mBART decoder)
     c.init.encoder = ""  # an HF Wav2Vec2Model / Wav2Vec2ForCTC directory or a fairseq wav2vec 2.0 checkpoint
     c.init.decoder = ""  # an HF MBartForConditionalGeneration directory holding sentencepiece.bpe.model
@@ -126,14 +127,12 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.sharing = ml_collections.ConfigDict()
     c.sharing.strategy = "multilingual"  # see mlst_jax.sharing.strategies (XMEF: multilingual only)
-    c.sharing.init = ""  # a run (workdir) whose latest checkpoint this run continues from, re-laid out to its plan
     c.sharing.seed = 0  # random@X
     c.sharing.multiway_split = "dev"  # grad@X: the multi-way aligned split the task gradients are computed on
     c.sharing.multiway_max = 0  # utterances of it (0 = all)
     c.sharing.multiway_batch_size = 8  # rows per multi-way batch
     c.sharing.iterative_every = 0  # K > 0 (with grad@X): differentiate every K steps during training
     c.sharing.iterative_rounds = 4  # ... reaching X after this many rounds
-    c.sharing.reset_optimizer = False  # with init: start the optimizer state fresh instead of carrying it over
 
     c.finetune = ml_collections.ConfigDict()
     c.finetune.trainable = "all"  # or an LNA variant / "adapters" (mlst_jax.finetune.lna); frozen params have no Adam state
@@ -257,11 +256,3 @@ def _unknown_field(spec: str, overrides: Sequence[str]) -> str | None:
                 return f"no config field {name!r} ({arg})"
             node = node[part]
     return None
-
-
-def workdir_config(workdir: str | Path) -> ml_collections.ConfigDict:
-    """The config a training run saved (`<workdir>/config.json`)."""
-    path = Path(workdir) / "config.json"
-    if not path.is_file():
-        raise ValueError(f"{path} does not exist: pass --config (the run's experiment config)")
-    return ml_collections.ConfigDict(json.loads(path.read_text()))

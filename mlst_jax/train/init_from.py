@@ -8,7 +8,7 @@ parent copy, Adam moments included).
 The optimizer state starts fresh (the parameters that both runs have are copied, the others keep their fresh
 initialization, and the step is carried over) only where that is the point of the run: the parameter trees
 differ (e.g. added adapters), this run trains a different parameter set than RUN (`finetune.trainable`, e.g.
-an LNA variant of a fully trained model), or `sharing.reset_optimizer=True` asks for it. Otherwise a
+an LNA variant of a fully trained model), or `init.reset_optimizer=True` asks for it. Otherwise a
 carry-over that fails (e.g. a different `optim.grad_accum`, which changes the optimizer state's layout) is
 an error naming RUN's checkpoint and the reason, never a silent fresh start.
 """
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -24,53 +24,17 @@ import numpy as np
 from flax import traverse_util
 
 from mlst_jax.models.params import path_names
+from mlst_jax.sharing.gradients import similarities, task_gradients, write_quadruplets_csv
 from mlst_jax.sharing.plan import SharingPlan, base_shapes, transfer_leaf
 from mlst_jax.sharing.strategies import budget_reached, grad_plan, make_plan, parse_strategy, random_plan, splittable
-from mlst_jax.train.checkpoint import Checkpointer
+from mlst_jax.train.inputs import multiway_batches
+from mlst_jax.train.run import Run
 from mlst_jax.train.state import TrainState, abstract_train_state, create_train_state, shardings_of
+from mlst_jax.train.tasks import get_task
 
-__all__ = ["saved_plan", "start_plan_and_state", "gradient_similarities", "Source", "load_source", "IterativeSchedule",
-           "graft"]
+__all__ = ["start_plan_and_state", "gradient_similarities", "IterativeSchedule", "graft"]
 
 logger = logging.getLogger(__name__)
-
-
-def plan_from_json(d: Any, like_params: Any, langs) -> SharingPlan:
-    """The plan saved in a checkpoint (None: fully shared) over parameters shaped like `like_params`."""
-    plan = SharingPlan.shared(like_params, langs) if d is None else SharingPlan.from_json(d, like_params)
-    if tuple(plan.langs) != tuple(langs):
-        raise ValueError(f"the checkpoint's sharing plan is over languages {plan.langs}, the config's "
-                         f"data.tgt_langs are {tuple(langs)}")
-    return plan
-
-
-def saved_plan(ckpt: Checkpointer, step: int, base: Any, langs) -> SharingPlan:
-    """The sharing plan saved with `step` of `ckpt`."""
-    return plan_from_json(ckpt.restore_json(step, "sharing_plan"), base, langs)
-
-
-class Source(NamedTuple):
-    """A run's latest checkpoint: its checkpointer, step, stored params (host numpy) and plan."""
-
-    ckpt: Checkpointer
-    step: int
-    params: Any
-    plan: SharingPlan
-
-
-def load_source(run: str | Path, langs) -> Source:
-    """The latest checkpoint of workdir `run` (or of a `checkpoints` directory)."""
-    path = Path(run)
-    directory = path / "checkpoints" if (path / "checkpoints").is_dir() else path
-    if not directory.is_dir():
-        raise ValueError(f"{run}: no such run directory (expected {path / 'checkpoints'})")
-    ckpt = Checkpointer(directory, keep=None, async_save=False)
-    step = ckpt.latest_step()
-    if step is None:
-        raise ValueError(f"{directory}: no checkpoint to start from")
-    params = ckpt.restore_params(step)
-    plan = plan_from_json(ckpt.restore_json(step, "sharing_plan"), params, langs)
-    return Source(ckpt, step, params, plan)
 
 
 def gradient_similarities(c, model, params: Any, plan: SharingPlan, vocab, out_dir: str | Path | None = None,
@@ -78,10 +42,6 @@ def gradient_similarities(c, model, params: Any, plan: SharingPlan, vocab, out_d
     """{unit: [n, n] cosine matrix} of per-task gradients on the config's multi-way aligned split
     (`sharing.multiway_split`, at most `sharing.multiway_max` utterances); writes `quadruplets.csv` into
     `out_dir` when given."""
-    from mlst_jax.sharing.gradients import similarities, task_gradients, write_quadruplets_csv
-    from mlst_jax.train.inputs import multiway_batches
-    from mlst_jax.train.tasks import get_task
-
     batches = multiway_batches(c, get_task(c), plan.langs, c.sharing.multiway_split, vocab,
                                c.sharing.multiway_batch_size, max_utterances=c.sharing.multiway_max or None)
     grads = task_gradients(model, params, plan, batches, progress=progress)
@@ -110,59 +70,53 @@ def start_plan_and_state(c, langs, model, tx, rng, example, mesh, base: Any, voc
     """(plan over the streams `langs`, initial TrainState or None, data-iterator state or None) of a run without
     checkpoints; `progress`: a progress bar over the task gradients when they are computed."""
     langs = tuple(langs)
-    init = c.sharing.init
+    init = c.init.run
     if not init:
         if c.sharing.iterative_every:
             return SharingPlan.shared(base, langs), None, None
         if parse_strategy(c.sharing.strategy)[0] == "grad":
             raise ValueError(f"sharing.strategy={c.sharing.strategy}: gradient-guided sharing starts from a trained "
-                             f"model; set sharing.init (mlst train --init RUN) or run mlst differentiate first")
+                             f"model; set init.run (mlst train --init RUN) or run mlst differentiate first")
         return make_plan(c.sharing.strategy, base, langs, seed=c.sharing.seed), None, None
-    src = load_source(init, langs)
-    src_base = base_shapes(src.params, src.plan)
+    with Run(init) as src:
+        return _continue(c, src, langs, model, tx, rng, example, mesh, base, vocab, workdir, progress)
+
+
+def _continue(c, src: Run, langs, model, tx, rng, example, mesh, base: Any, vocab, workdir: Path, progress: bool):
+    """start_plan_and_state for a run continuing from `src`'s latest checkpoint."""
+    src_params, src_plan = src.params(), src.plan(langs=langs)
+    src_base = base_shapes(src_params, src_plan)
 
     def sims():
-        view_params = jax.tree.map(jnp.asarray, src.params)
-        return gradient_similarities(c, model, view_params, src.plan, vocab, out_dir=workdir / "analysis",
-                                     progress=progress)
-    plan = _next_plan(c, src.plan, base, sims)
-    logger.info("initializing from %s step %d with plan %s (%.2fM params)", init, src.step, plan,
+        return gradient_similarities(c, model, jax.tree.map(jnp.asarray, src_params), src_plan, vocab,
+                                     out_dir=workdir / "analysis", progress=progress)
+    plan = _next_plan(c, src_plan, base, sims)
+    logger.info("initializing from %s step %d with plan %s (%.2fM params)", src.workdir, src.latest_step, plan,
                 plan.num_params(base) / 1e6)
     fresh = _fresh_optimizer_reason(c, src, src_base, base)
     if fresh is None:
-        target = abstract_train_state(model, tx, rng, example, mesh, src.plan)
+        target = abstract_train_state(model, tx, rng, example, mesh, src_plan)
         try:
-            r = src.ckpt.restore(src.step, target)
+            r = src.restore(target)
         except Exception as e:  # noqa: BLE001 - whatever the reason, the run must not silently reset Adam
-            where, diff = src.ckpt.directory / str(src.step), _optimizer_diff(c, _source_config(src))
-            src.ckpt.close()
+            where, diff = src.ckpt.directory / str(src.latest_step), _optimizer_diff(c, src.saved_config())
             raise ValueError(
-                f"sharing.init={init}: the optimizer state of checkpoint {where} cannot be carried over to this "
+                f"init.run={c.init.run}: the optimizer state of checkpoint {where} cannot be carried over to this "
                 f"run ({type(e).__name__}: {_short(e)}){diff}. Use the source run's optimizer settings, or set "
-                f"sharing.reset_optimizer=True to copy the parameters and step and start the optimizer state "
+                f"init.reset_optimizer=True to copy the parameters and step and start the optimizer state "
                 f"fresh") from e
-        state = TrainState(step=r.state.step, params=plan.transfer(r.state.params, src.plan),
-                           opt_state=plan.transfer_opt_state(r.state.opt_state, src.plan, r.state.params),
+        state = TrainState(step=r.state.step, params=plan.transfer(r.state.params, src_plan),
+                           opt_state=plan.transfer_opt_state(r.state.opt_state, src_plan, r.state.params),
                            rng=r.state.rng)
         shards = shardings_of(abstract_train_state(model, tx, rng, example, mesh, plan))
-        src.ckpt.close()
         return plan, jax.device_put(state, shards), r.data_state
-    logger.info("optimizer state of %s not carried over (%s); it starts fresh", init, fresh)
+    logger.info("optimizer state of %s not carried over (%s); it starts fresh", src.workdir, fresh)
     state = create_train_state(model, tx, rng, example, mesh, plan=plan)
-    params = graft(jax.device_get(state.params), plan, src.params, src.plan)
+    params = graft(jax.device_get(state.params), plan, src_params, src_plan)
     shards = shardings_of(state)
     params = jax.device_put(params, shards.params)
     opt_state = jax.jit(tx.init, out_shardings=shards.opt_state)(params)
-    src.ckpt.close()
-    return plan, state.replace(step=jnp.asarray(src.step, jnp.int32), params=params, opt_state=opt_state), None
-
-
-def _source_config(src: Source) -> dict | None:
-    """The config saved with the source checkpoint (None for checkpoints without one)."""
-    try:
-        return src.ckpt.restore_json(src.step, "config")
-    except ValueError:
-        return None
+    return plan, state.replace(step=jnp.asarray(src.latest_step, jnp.int32), params=params, opt_state=opt_state), None
 
 
 def _trainable(config) -> str:
@@ -170,17 +124,17 @@ def _trainable(config) -> str:
     return config["finetune"]["trainable"]
 
 
-def _fresh_optimizer_reason(c, src: Source, src_base: Any, base: Any) -> str | None:
+def _fresh_optimizer_reason(c, src: Run, src_base: Any, base: Any) -> str | None:
     """Why the optimizer state of `src` is not to be carried over to a run of config `c` (None: it is)."""
-    if c.sharing.reset_optimizer:
-        return "sharing.reset_optimizer=True"
+    if c.init.reset_optimizer:
+        return "init.reset_optimizer=True"
     if jax.tree.structure(src_base) != jax.tree.structure(base):
         mine, theirs = ({"/".join(path_names(p)) for p, _ in jax.tree_util.tree_flatten_with_path(t)[0]}
                         for t in (base, src_base))
         added, removed = sorted(mine - theirs), sorted(theirs - mine)
         return (f"the parameter trees differ: {len(added)} leaves only in this run (e.g. {added[:2]}), "
                 f"{len(removed)} only in the source (e.g. {removed[:2]})")
-    src_config = _source_config(src)
+    src_config = src.saved_config()
     if src_config is not None and _trainable(src_config) != _trainable(c):
         return (f"this run trains finetune.trainable={_trainable(c)!r}, the source run trained "
                 f"{_trainable(src_config)!r}")

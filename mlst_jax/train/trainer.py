@@ -1,12 +1,12 @@
-"""The training loop of every model family: `train_and_evaluate(config, workdir)`, checkpoint averaging and
-test-set evaluation. The family (`model.family`) answers through `mlst_jax.train.tasks`; the loop never names a
+"""The training loop of every model family, `train_and_evaluate(config, workdir)`, and the test-set evaluation of
+a finished run (`evaluate`, on the average of its last checkpoints). The family (`model.family`) answers through `mlst_jax.train.tasks`; the loop never names a
 model.
 
 Workdir layout: `checkpoints/<step>/` (Orbax; see `checkpoint.py`), `vocab/spm.model` (S2T runs whose config
 names no vocabulary), `metrics.jsonl` and `tb/` (see `metrics.py`), `config.json`.
 
 A run starts, in this order: from its own latest checkpoint (exact resume: parameters, optimizer, dropout key,
-data position); else from another run (`sharing.init`, S2T: re-laid out for this run's sharing plan); else from
+data position); else from another run (`init.run`, S2T: re-laid out for this run's sharing plan); else from
 pretrained parts (`init.*`, XMEF); else from scratch. `train.eval_every <= 0` turns evaluation during training
 off.
 
@@ -36,22 +36,23 @@ from mlst_jax.train.checkpoint import Checkpointer, save_on_preemption
 from mlst_jax.train.evaluation import Evaluator, put
 from mlst_jax.train.metrics import MetricsWriter, check_finite, step_flops
 from mlst_jax.train.optim import optimizer_of
+from mlst_jax.train.run import Run, saved_plan
 from mlst_jax.train.state import abstract_params as abstract_params_of
 from mlst_jax.train.state import abstract_train_state, create_train_state, shardings_of, train_state_from_params
 from mlst_jax.train.step import make_train_step
 from mlst_jax.train.tasks import Task, get_task
 
-__all__ = ["train_and_evaluate", "average_checkpoints", "averaged_steps", "evaluate", "run_plan"]
+__all__ = ["train_and_evaluate", "evaluate"]
 
 logger = logging.getLogger(__name__)
 
 
 def _start_plan(c, task: Task, ckpt: Checkpointer, model, tx, rng, example, mesh, base, vocab, workdir):
     """(plan, warm-start state or None, its data position or None): the plan of the latest checkpoint when there
-    is one, else the plan this run starts with (and, with `sharing.init`, the state it continues from)."""
+    is one, else the plan this run starts with (and, with `init.run`, the state it continues from)."""
     latest = ckpt.latest_step()
     if latest is not None:
-        return init_from.saved_plan(ckpt, latest, base, task.stream_names), None, None
+        return saved_plan(ckpt, latest, base, task.stream_names), None, None
     return init_from.start_plan_and_state(c, task.stream_names, model, tx, rng, example, mesh, base, vocab,
                                                  workdir, progress=c.train.progress and jax.process_index() == 0)
 
@@ -167,7 +168,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
 def _initial_state(task: Task, ckpt: Checkpointer, pipeline, target, warm_state, warm_data, model, tx, rng, example,
                    mesh, plan: SharingPlan, model_cfg):
     """(TrainState, the step of the checkpoint it was restored from or None): the latest checkpoint of this run
-    (and its data position), else the warm start (`sharing.init`), else the task's pretrained parts, else a fresh
+    (and its data position), else the warm start (`init.run`), else the task's pretrained parts, else a fresh
     initialization."""
     restored = ckpt.restore_latest(target)
     if restored is not None:
@@ -180,7 +181,7 @@ def _initial_state(task: Task, ckpt: Checkpointer, pipeline, target, warm_state,
             try:
                 pipeline.set_state(warm_data)
             except (ValueError, KeyError) as e:
-                logger.warning("data position of sharing.init not restored (%s); starting the stream afresh", e)
+                logger.warning("data position of init.run not restored (%s); starting the stream afresh", e)
         return warm_state, None
     pretrained = task.pretrained_params(model_cfg)
     if pretrained is None:
@@ -235,64 +236,19 @@ def _all_finite(tree) -> jax.Array:
 # -- after training --------------------------------------------------------------------------------------
 
 
-def _averaged(ckpt: Checkpointer, last_n: int) -> list[int]:
-    steps = ckpt.all_steps()[-max(1, last_n):]
-    if not steps:
-        raise ValueError(f"no checkpoints in {ckpt.directory}")
-    plan = ckpt.restore_json(steps[-1], "sharing_plan")
-    kept = [s for s in steps if ckpt.restore_json(s, "sharing_plan") == plan]
-    if len(kept) < len(steps):
-        logger.info("not averaging steps %s: saved under a different sharing plan", sorted(set(steps) - set(kept)))
-    return kept
-
-
-def averaged_steps(workdir: str | Path, last_n: int) -> list[int]:
-    """The checkpoint steps `average_checkpoints` averages: of the last `last_n`, those saved under the latest
-    checkpoint's sharing plan."""
-    ckpt = Checkpointer(Path(workdir) / "checkpoints", keep=None, async_save=False)
-    try:
-        return _averaged(ckpt, last_n)
-    finally:
-        ckpt.close()
-
-
-def average_checkpoints(workdir: str | Path, last_n: int) -> Any:
-    """The element-wise mean (float32) of the parameters of the checkpoints `averaged_steps` names, as host numpy
-    arrays in their plan's layout."""
-    ckpt = Checkpointer(Path(workdir) / "checkpoints", keep=None, async_save=False)
-    kept = _averaged(ckpt, last_n)
-    total = None
-    for s in kept:
-        p = jax.tree.map(lambda x: np.asarray(x, np.float64), ckpt.restore_params(s))
-        total = p if total is None else jax.tree.map(np.add, total, p)
-    ckpt.close()
-    logger.info("averaged steps %s", kept)
-    return jax.tree.map(lambda x: (x / len(kept)).astype(np.float32), total)
-
-
-def run_plan(workdir: str | Path, langs, params: Any) -> SharingPlan:
-    """The sharing plan of the latest checkpoint in `workdir`, over parameters shaped like `params`."""
-    ckpt = Checkpointer(Path(workdir) / "checkpoints", keep=None, async_save=False)
-    try:
-        return init_from.plan_from_json(ckpt.restore_json(ckpt.latest_step(), "sharing_plan"), params, langs)
-    finally:
-        ckpt.close()
-
-
 def evaluate(config: ml_collections.ConfigDict, workdir: str | Path, split: str | None = None) -> dict[str, Any]:
     """Beam-search BLEU per stream and their mean (`avg`) on `split` (default `data.test_split`) with the average
     of the last `train.average_last` checkpoints and the run's vocabulary (XMEF adds the supervised and zero-shot
     averages and the X→Y matrix; a joint model `mt_<stream>`: its text path on the transcripts). The hypotheses and
     references go to `<workdir>/eval/<split>/<stream>.hyp` and `.ref`."""
-    c = ml_collections.ConfigDict(config.to_dict())
-    task = get_task(c)
-    vocab = task.load_vocab(workdir)
-    params = average_checkpoints(workdir, c.train.average_last)
-    plan = run_plan(workdir, task.stream_names, params)
-    mesh = shd.make_mesh(*cfglib.resolve_mesh(c, jax.device_count()))
-    split = split or c.data.test_split
-    ev = Evaluator(c, task, vocab, task.model_config(vocab), split, mesh, None, plan)
-    scores = ev(params, with_loss=False, write_to=Path(workdir) / "eval" / split)
+    with Run(workdir, config) as run:
+        c, task = run.config, run.task
+        params = run.averaged_params(c.train.average_last)
+        plan = run.plan()
+        mesh = shd.make_mesh(*cfglib.resolve_mesh(c, jax.device_count()))
+        split = split or c.data.test_split
+        ev = Evaluator(c, task, run.vocab, run.model_config, split, mesh, None, plan)
+        scores = ev(params, with_loss=False, write_to=Path(workdir) / "eval" / split)
     out = {k[len("bleu_"):]: v for k, v in scores.items() if k.startswith("bleu_")}
     mt = {f"mt_{k[len('mt_bleu_'):]}": v for k, v in scores.items() if k.startswith("mt_bleu_")}
     return {**out, **mt, **task.summarize({k: v for k, v in out.items() if k != "avg"}, split)}

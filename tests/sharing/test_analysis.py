@@ -159,7 +159,7 @@ def test_mlst_analyze_errors(run, tmp_path, capsys):
     work, _ = run
     args = ["--multiway", "tst-COMMON", "--out", str(tmp_path / "x"), "--quiet"]
     assert main(["analyze", "--checkpoint", str(tmp_path / "missing"), *args]) == 2
-    assert f"{tmp_path / 'missing'}: no such run directory" in capsys.readouterr().err
+    assert f"{tmp_path / 'missing'} does not exist" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
     assert main(["analyze", "--checkpoint", str(tmp_path / "empty"), *args]) == 2
     assert "no checkpoints/" in capsys.readouterr().err

@@ -71,7 +71,7 @@ def test_system_loads_validates_and_has_the_design_size(system):
     assert (c.model.s2t.arch, c.model.s2t.vocab_size, tuple(c.data.tgt_langs)) == ("s2t_transformer_m", 10000,
                                                                           cfglib.MUSTC_LANGS)
     assert c.train.max_updates == 130_000 and c.eval.lenpen == 0.6 and c.sharing.multiway_split == "tst-COMMON"
-    assert c.sharing.init == "" and c.sharing.reset_optimizer is False  # the shared run is named on the command line
+    assert c.init.run == "" and c.init.reset_optimizer is False  # the shared run is named on the command line
 
     base = base_of(c)
     assert all(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(base))  # shapes only

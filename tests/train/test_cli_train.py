@@ -138,7 +138,7 @@ def test_config_variant_must_be_known(capsys, spec, message):
 
 
 def test_evaluate_and_average(reference_run, tiny_data, tmp_path, capsys):
-    from mlst_jax.train.trainer import average_checkpoints
+    from mlst_jax.train.run import Run
     from mlst_jax.translator import Translator
 
     workdir = reference_run[0]
@@ -152,6 +152,7 @@ def test_evaluate_and_average(reference_run, tiny_data, tmp_path, capsys):
     assert done == {"steps": [12, 16], "out": [str(tmp_path / "model")]}
     exported = Translator.from_pretrained(tmp_path / "model")
     assert exported.vocab is not None and len(exported.vocab) == exported.config.vocab_size
-    expected = average_checkpoints(workdir, 2)
+    with Run(workdir) as run:
+        expected = run.averaged_params(2)
     for x, y in zip(jax.tree.leaves(expected), jax.tree.leaves(exported.params), strict=True):
         np.testing.assert_array_equal(x, np.asarray(y))

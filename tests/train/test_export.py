@@ -19,11 +19,12 @@ def test_language_specific_exports_serve_their_language(reference_run, tmp_path,
     import soundfile as sf
 
     from mlst_jax.sharing.plan import SharingPlan
-    from mlst_jax.train import trainer
+    from mlst_jax.train.run import Run
     from mlst_jax.translator import Translator
 
     workdir = reference_run[0]
-    base = trainer.average_checkpoints(workdir, 2)
+    with Run(workdir) as run:
+        base = run.averaged_params(2)
     shared = SharingPlan.shared(base, ("de", "es"))
     plan = shared.split(next(u for u in shared.units() if u[0] == "decoder"), ["es"])
 
@@ -34,8 +35,8 @@ def test_language_specific_exports_serve_their_language(reference_run, tmp_path,
         return x
 
     stored = jax.tree.map(moved, plan.expand(base), plan.tables)
-    monkeypatch.setattr(trainer, "average_checkpoints", lambda w, last: stored)
-    monkeypatch.setattr(trainer, "run_plan", lambda w, langs, params: plan)
+    monkeypatch.setattr(Run, "averaged_params", lambda self, last: stored)
+    monkeypatch.setattr(Run, "plan", lambda self, step=None, langs=None: plan)
     out = tmp_path / "grad"
     rc, printed, err = run_cli(capsys, "average", "--workdir", workdir, "--last", "2", "--out", out)
     assert rc == 0, err
@@ -69,7 +70,6 @@ def test_average_outside_a_run_says_so(tmp_path, capsys):
     (no_config / "checkpoints").mkdir(parents=True)
     for workdir, message in ((empty, f"{empty} has no checkpoints/: not a training run directory"),
                              (tmp_path / "nowhere", f"{tmp_path / 'nowhere'} does not exist"),
-                             (no_config, f"{no_config / 'config.json'} does not exist: pass --config (the run's "
-                                         "experiment config)")):
+                             (no_config, f"{no_config / 'checkpoints'}: no checkpoints")):
         rc, out, err = run_cli(capsys, "average", "--workdir", workdir, "--out", tmp_path / "model")
         assert (rc, out, err) == (2, "", f"mlst average: error: {message}\n")

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from mlst_jax.evaluate import score_by_language
-from mlst_jax.train.checkpoint import Checkpointer
 from mlst_jax.train.config import load_config
+from mlst_jax.train.run import Run
 
 pytestmark = pytest.mark.slow
 
@@ -40,15 +40,12 @@ def config(corpus, max_updates):
 
 
 def params_at(workdir, step):
-    ckpt = Checkpointer(Path(workdir) / "checkpoints")
-    try:
-        return ckpt.restore_params(step)
-    finally:
-        ckpt.close()
+    with Run(workdir) as run:
+        return run.params(step)
 
 
 def test_resume_is_exact_and_eval_reports_bleu(corpus, tmp_path):
-    from mlst_jax.train.trainer import average_checkpoints, evaluate, train_and_evaluate
+    from mlst_jax.train.trainer import evaluate, train_and_evaluate
 
     straight = train_and_evaluate(config(corpus, 20), tmp_path / "straight")
     first = train_and_evaluate(config(corpus, 10), tmp_path / "resumed")
@@ -69,7 +66,9 @@ def test_resume_is_exact_and_eval_reports_bleu(corpus, tmp_path):
     assert list((tmp_path / "straight" / "tb").glob("events.out.tfevents.*"))
 
     p10 = params_at(tmp_path / "straight", 10)
-    avg = average_checkpoints(tmp_path / "straight", 2)
+    with Run(tmp_path / "straight") as run:
+        assert run.averaged_steps(2) == [10, 20]
+        avg = run.averaged_params(2)
     for m, x, y in zip(jax.tree.leaves(avg), jax.tree.leaves(p10), jax.tree.leaves(a)):
         np.testing.assert_allclose(m, (x.astype(np.float64) + y) / 2, rtol=1e-6, atol=1e-7)
     scores = evaluate(config(corpus, 20), tmp_path / "straight", "tst-COMMON")

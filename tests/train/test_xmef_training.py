@@ -79,7 +79,7 @@ def test_sigkill_then_resume_is_bitwise_exact(xmef_data, reference, subprocess_e
 
 def test_evaluate_average_and_translate(xmef_data, reference, tmp_path, capsys):
     from mlst_jax import cli
-    from mlst_jax.train.trainer import average_checkpoints
+    from mlst_jax.train.run import Run
     from mlst_jax.translator import Translator
 
     workdir = reference[0]
@@ -97,7 +97,9 @@ def test_evaluate_average_and_translate(xmef_data, reference, tmp_path, capsys):
     assert cli.main(["average", "--workdir", str(workdir), "--last", "2", "--out", str(tmp_path / "model")]) == 0
     assert json.loads(capsys.readouterr().out)["steps"] == [STEPS - EVERY, STEPS]
     exported = Translator.from_pretrained(tmp_path / "model")
-    for x, y in zip(jax.tree.leaves(average_checkpoints(workdir, 2)), jax.tree.leaves(exported.params), strict=True):
+    with Run(workdir) as run:
+        expected = run.averaged_params(2)
+    for x, y in zip(jax.tree.leaves(expected), jax.tree.leaves(exported.params), strict=True):
         np.testing.assert_array_equal(x, np.asarray(y))
     assert exported.cmvn == "utterance" and exported.config.decoder.vocab_size == xmef_data.sp_size + 54
     import soundfile

@@ -47,7 +47,7 @@ class CTCTask(XMEFTask):
         for field in ("model", "encoder", "decoder"):
             if c.init[field]:
                 raise ValueError(f"init.{field}: wav2vec2_ctc starts from scratch")
-        if c.sharing.strategy != "multilingual" or c.sharing.init:
+        if c.sharing.strategy != "multilingual" or c.init.run:
             raise ValueError("sharing.*: sharing plans are an S2T feature")
         self.streams()
 

@@ -41,7 +41,7 @@ class MBartTask(XMEFTask):
             raise ValueError(f"finetune.trainable={c.finetune.trainable!r}: mbart trains every parameter")
         if c.train.eval_every > 0:
             raise ValueError("train.eval_every: mbart runs score no dev BLEU; set train.eval_every=0")
-        if c.sharing.strategy != "multilingual" or c.sharing.init:
+        if c.sharing.strategy != "multilingual" or c.init.run:
             raise ValueError("sharing.*: sharing plans are an S2T feature")
         if c.data.bitext and not Path(c.data.bitext).is_dir():
             raise ValueError(f"data.bitext={c.data.bitext!r} is not a directory")

@@ -36,7 +36,7 @@ class S2TTask(Task):
             raise ValueError(f"data.dataset={c.data.dataset!r} is not mustc, covost2, europarl_st or synthetic")
         for field in ("model", "encoder", "decoder"):
             if c.init[field]:
-                raise ValueError(f"init.{field} loads XMEF parts; S2T runs start from sharing.init (a run) or "
+                raise ValueError(f"init.{field} loads XMEF parts; S2T runs start from init.run (a run) or "
                                  "from scratch")
         try:
             parse_strategy(c.sharing.strategy)

@@ -130,9 +130,9 @@ class XMEFTask(Task):
             if not self.bitext_streams():
                 names = ", ".join(f"{s.name}.tsv" for s in self.speech_streams())
                 raise ValueError(f"data.bitext={c.data.bitext!r} holds no file of a training direction ({names})")
-        if c.sharing.strategy != "multilingual" or c.sharing.init or c.sharing.iterative_every:
+        if c.sharing.strategy != "multilingual" or c.init.run or c.sharing.iterative_every:
             raise ValueError("sharing.*: sharing plans are an S2T feature; XMEF runs sharing.strategy=multilingual "
-                             "without sharing.init / sharing.iterative_every")
+                             "without init.run / sharing.iterative_every")
         for spec, field in ((c.data.directions, "data.directions"), (c.data.eval_directions, "data.eval_directions")):
             if spec or field == "data.directions":
                 config_directions(spec, c, field)

@@ -3,6 +3,7 @@ budget (parameters and Adam moments split), continue training the differentiated
 optimizer-state carry-over from `--init` (and its opt-out); the LNA baselines through the trainer."""
 import json
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -10,9 +11,9 @@ import orbax.checkpoint as ocp
 import pytest
 
 from mlst_jax.sharing import CopyTable, SharingPlan, base_shapes, differentiable_units
-from mlst_jax.train.init_from import load_source
 from mlst_jax.train.checkpoint import Checkpointer
 from mlst_jax.train.config import load_config
+from mlst_jax.train.run import Run
 
 pytestmark = pytest.mark.slow
 
@@ -34,8 +35,21 @@ def corpus(tmp_path_factory):
     return root, tmp_path_factory.mktemp("tfds")
 
 
-def config(corpus, max_updates, **sharing):
+class Latest(NamedTuple):
+    step: int
+    params: Any
+    plan: SharingPlan
+
+
+def latest(workdir, langs=LANGS) -> Latest:
+    """The latest checkpoint of run `workdir`."""
+    with Run(workdir) as run:
+        return Latest(run.latest_step, run.params(), run.plan(langs=langs))
+
+
+def config(corpus, max_updates, init: str = "", **sharing):
     c = synth_tiny()
+    c.init.run = init
     c.data.manual_dir, c.data.data_dir = map(str, corpus)
     c.data.tgt_langs = LANGS
     c.data.max_frames, c.data.frame_buckets, c.data.token_buckets = 384, (384,), (64,)
@@ -119,7 +133,7 @@ def test_differentiate_then_continue_through_the_commands(corpus, shared_run, sh
     out_text, err = capsys.readouterr()
     printed = json.loads(out_text.strip().splitlines()[-1])
     assert "task gradients" not in err  # --quiet: no progress bar
-    src, shared = load_source(out, LANGS), load_source(shared_run, LANGS)
+    src, shared = latest(out, LANGS), latest(shared_run, LANGS)
     plan = src.plan
     base = base_shapes(shared.params, shared.plan)
     assert shared.plan.is_shared and src.step == shared.step == 10
@@ -175,7 +189,7 @@ def test_differentiate_then_continue_through_the_commands(corpus, shared_run, sh
     assert set(bleu) == {"eval/bleu_de", "eval/bleu_es", "eval/bleu_avg"}
     assert all(0.0 <= v <= 100.0 for v in bleu.values())
     assert bleu["eval/bleu_avg"] == pytest.approx((bleu["eval/bleu_de"] + bleu["eval/bleu_es"]) / 2)
-    after = load_source(cont, LANGS)
+    after = latest(cont, LANGS)
     assert after.plan == plan and after.step == 13  # at its budget (or the cap) the plan stays as it is
     cont_raw = raw_state(cont, 13)
     assert adam_count(cont_raw) == 13  # Adam continued from the differentiated moments
@@ -190,7 +204,7 @@ def test_differentiate_then_continue_through_the_commands(corpus, shared_run, sh
     again = tmp_path / "again"
     assert main(["differentiate", "--checkpoint", str(cont), "--out", str(again), "--budget", "2.0", "--quiet"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["language_specific_units"] == len(split)
-    assert load_source(again, LANGS).plan == plan and not (again / "analysis" / "quadruplets.csv").exists()
+    assert latest(again, LANGS).plan == plan and not (again / "analysis" / "quadruplets.csv").exists()
     again_raw = raw_state(again, 13)
     for new, old in ((flat(again_raw["params"]), p2), (optimizer_leaves(again_raw, "mu"), mu2),
                      (optimizer_leaves(again_raw, "nu"), nu2)):
@@ -204,7 +218,7 @@ def test_heuristic_from_init_and_fresh_random(corpus, shared_run, tmp_path):
 
     res = train_and_evaluate(config(corpus, 12, strategy="enc", init=str(shared_run)), tmp_path / "enc")
     assert res["step"] == 12
-    run = load_source(tmp_path / "enc", LANGS)
+    run = latest(tmp_path / "enc", LANGS)
     tables = run.plan.units()
     assert all(t.num_copies == (2 if u[0] == "decoder" else 1) for u, t in tables.items())
     with pytest.raises(ValueError, match="starts from a trained model"):
@@ -217,7 +231,7 @@ def test_iterative_schedule_differentiates_during_training(corpus, tmp_path):
     c = config(corpus, 4, strategy="grad@1.2", iterative_every=3, iterative_rounds=1)
     res = train_and_evaluate(c, tmp_path / "iterative")
     assert res["step"] == 4
-    run = load_source(tmp_path / "iterative", LANGS)
+    run = latest(tmp_path / "iterative", LANGS)
     base = base_shapes(run.params, run.plan)
     shared = run.plan.shared(base, LANGS).num_params(base)
     assert run.plan.num_params(base) >= 1.2 * shared and not run.plan.is_shared
@@ -236,7 +250,7 @@ def test_adapter_baseline_from_shared(corpus, shared_run, tmp_path):
         c.model.s2t.overrides.adapter_dim = 16
     c.finetune.trainable = "adapters"
     assert train_and_evaluate(c, tmp_path / "adapters")["step"] == 12
-    run, shared = load_source(tmp_path / "adapters", LANGS), load_source(shared_run, LANGS)
+    run, shared = latest(tmp_path / "adapters", LANGS), latest(shared_run, LANGS)
     flat = dict(jax.tree_util.tree_flatten_with_path(run.params)[0])
     moved = 0
     for path, x in jax.tree_util.tree_flatten_with_path(shared.params)[0]:
@@ -276,25 +290,25 @@ def start(c, workdir: Path):
 
 def test_optimizer_carry_over_fails_loudly_unless_reset(corpus, shared_run, tmp_path):
     """--init with an optimizer whose state cannot take the source's moments is an error naming the checkpoint
-    and the reason; sharing.reset_optimizer=True copies parameters and step and starts Adam fresh instead."""
+    and the reason; init.reset_optimizer=True copies parameters and step and starts Adam fresh instead."""
     from mlst_jax.train.trainer import train_and_evaluate
 
     c = config(corpus, 12, strategy="multilingual", init=str(shared_run))
     c.data.vocab = str(shared_run / "vocab" / "spm.model")
     c.optim.grad_accum = 2  # optax.MultiSteps: another optimizer-state layout than the shared run's
-    assert c.sharing.reset_optimizer is False  # the default
+    assert c.init.reset_optimizer is False  # the default
     with pytest.raises(ValueError) as e:
         train_and_evaluate(c, tmp_path / "strict")
     message = str(e.value)
-    assert f"sharing.init={shared_run}: the optimizer state of checkpoint {shared_run / 'checkpoints' / '10'} " \
+    assert f"init.run={shared_run}: the optimizer state of checkpoint {shared_run / 'checkpoints' / '10'} " \
            f"cannot be carried over" in message
     assert "the optimizer settings differ: optim.grad_accum 1 -> 2" in message
-    assert "set sharing.reset_optimizer=True" in message
+    assert "set init.reset_optimizer=True" in message
     assert not list((tmp_path / "strict" / "checkpoints").glob("[0-9]*"))  # nothing trained
 
-    c.sharing.reset_optimizer = True
+    c.init.reset_optimizer = True
     plan, state, data_state = start(c, tmp_path / "reset")
-    shared = load_source(shared_run, LANGS)
+    shared = latest(shared_run, LANGS)
     assert plan.is_shared and data_state is None and int(state.step) == 10
     params = flat(jax.device_get(state.params))
     assert set(params) == set(flat(shared.params))
