@@ -17,6 +17,9 @@ import sys
 
 from absl import app, flags
 
+from mlst_jax.train import distributed, trainer
+from mlst_jax.train.config import load_config
+
 _CONFIG = flags.DEFINE_string("config", None, "experiment config FILE[:ARG]; then --config.FIELD=VALUE overrides",
                               required=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "checkpoints, metrics and the vocabulary go here", required=True)
@@ -54,18 +57,12 @@ def main(parsed: tuple[list[str], list[str]]) -> None:
     argv, overrides = parsed
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from mlst_jax.train.config import load_config
-
     try:
         config = load_config(_CONFIG.value, overrides)
     except ValueError as e:
         _usage_error(e)
     logging.getLogger().setLevel(logging.INFO)
-    from mlst_jax.train import distributed
-
     distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, auto=_DISTRIBUTED.value)
-    from mlst_jax.train import trainer
-
     if _MODE.value == "train":
         try:
             result = trainer.train_and_evaluate(config, _WORKDIR.value)

@@ -11,6 +11,7 @@ from collections import Counter
 from typing import Iterator
 
 import numpy as np
+import soundfile as sf
 
 __all__ = ["SAMPLE_RATE", "load_audio", "AudioConversions", "count_conversions"]
 
@@ -22,8 +23,6 @@ _DATA_SIZE = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE
 
 
 def _read_soundfile(path: str) -> tuple[np.ndarray, int]:
-    import soundfile as sf
-
     info = sf.info(path)
     match = _DATA_SIZE.search(info.extra_info or "")
     if match and 0 < int(match.group(2)) < int(match.group(1)) < 0xFFFFFFF0:

@@ -6,11 +6,16 @@ import json
 import logging
 import sys
 
+from mlst_jax.audio import SAMPLE_RATE, load_audio
+from mlst_jax.cli.analyze import add_analyze_command
+from mlst_jax.cli.data import add_data_commands
+from mlst_jax.cli.sharing import add_sharing_commands
+from mlst_jax.cli.train import add_train_commands
+from mlst_jax.convert import convert
+from mlst_jax.translator import Translator
+
 
 def _translate(args) -> int:
-    from mlst_jax.audio import SAMPLE_RATE, load_audio
-    from mlst_jax.translator import Translator
-
     translator = Translator.from_pretrained(args.checkpoint, trust_pickle=args.trust_pickle)
     translator.lang_id(args.tgt_lang)  # an unknown or unserved language fails before the audio is read
     audio = [load_audio(path) for path in args.audio]
@@ -27,8 +32,6 @@ def _translate(args) -> int:
 
 
 def _convert(args) -> int:
-    from mlst_jax.convert import convert
-
     convert(args.src, args.dst, trust_pickle=args.trust_pickle)
     print(json.dumps({"src": args.src, "dst": args.dst}))
     return 0
@@ -71,19 +74,15 @@ def build_parser() -> argparse.ArgumentParser:
     _trust_pickle_flag(p)
     p.set_defaults(func=_convert)
 
-    from mlst_jax.cli.data import add_data_commands
 
     add_data_commands(sub)
 
-    from mlst_jax.cli.train import add_train_commands
 
     add_train_commands(sub)
 
-    from mlst_jax.cli.sharing import add_sharing_commands
 
     add_sharing_commands(sub)
 
-    from mlst_jax.cli.analyze import add_analyze_command
 
     add_analyze_command(sub)
     return parser

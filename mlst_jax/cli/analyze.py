@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import json
 
+from mlst_jax.jobs.analyze import analyze_run
+
 __all__ = ["add_analyze_command"]
 
 
 def _analyze(args) -> int:
-    from mlst_jax.jobs.analyze import analyze_run
-
     r = analyze_run(args.checkpoint, args.multiway, args.out, step=args.step, max_utterances=args.max_utterances,
                     batch_size=args.batch_size, progress=not args.quiet)
     print(json.dumps({

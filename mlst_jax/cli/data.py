@@ -3,6 +3,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mlst_jax.data.layouts import SkipReport, read_text_lines
+from mlst_jax.data.synthetic.corpus import synthesize_corpus
+from mlst_jax.data.synthetic.grammar import LANGS, lexicon_subsets
+from mlst_jax.data.tfds_builders import BUILDERS, prepared_builder, tfds_split_name
+from mlst_jax.data.vocab import train_vocab
+
 __all__ = ["add_data_commands"]
 
 DATASETS = ("mustc", "covost2", "europarl_st", "synthetic")
@@ -11,8 +17,6 @@ SIZES = ("tiny", "demo", "large")
 
 
 def _synth(args) -> int:
-    from mlst_jax.data.synthetic.corpus import synthesize_corpus
-
     layouts = [s.strip() for s in args.layouts.split(",") if s.strip()]
     unknown = [s for s in layouts if s not in LAYOUTS]
     if unknown or not layouts:
@@ -31,9 +35,6 @@ def _synth(args) -> int:
 
 
 def _prepare(args) -> int:
-    from mlst_jax.data.layouts import SkipReport
-    from mlst_jax.data.tfds_builders import BUILDERS, prepared_builder, tfds_split_name
-
     dataset, manual = args.dataset, Path(args.manual_dir)
     if not manual.is_dir():
         raise ValueError(f"--manual-dir {manual} is not a directory")
@@ -75,9 +76,6 @@ def _mustc_root(path: Path) -> Path:
 
 
 def _vocab(args) -> int:
-    from mlst_jax.data.layouts import read_text_lines
-    from mlst_jax.data.vocab import train_vocab
-
     root = _mustc_root(Path(args.manual_dir))
     pairs = sorted(d.name for d in root.glob("en-*") if (d / "data").is_dir()) if root.is_dir() else []
     if not pairs:
@@ -109,8 +107,6 @@ def add_data_commands(subparsers) -> None:
     Each subcommand sets ``func`` to a function of the parsed args returning an exit status; they raise
     ``ValueError`` for bad input.
     """
-    from mlst_jax.data.synthetic.grammar import LANGS, lexicon_subsets
-
     data = subparsers.add_parser("data", help="synthetic corpora, TFDS preparation and target vocabularies")
     sub = data.add_subparsers(dest="data_command", required=True)
 

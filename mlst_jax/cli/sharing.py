@@ -5,19 +5,19 @@ from __future__ import annotations
 import argparse
 import json
 
+import numpy as np
+
+from mlst_jax.jobs.differentiate import differentiate
+from mlst_jax.jobs.paper_sizes import finetune_report, format_report
+from mlst_jax.sharing.plan import SharingPlan
+from mlst_jax.sharing.strategies import differentiable_units, make_plan, parse_strategy
+from mlst_jax.train.config import load_config
+from mlst_jax.train.tasks import get_task
+
 
 def _params(args) -> int:
-    import numpy as np
-
-    from mlst_jax.sharing.plan import SharingPlan
-    from mlst_jax.sharing.strategies import differentiable_units, make_plan, parse_strategy
-    from mlst_jax.train.config import load_config
-    from mlst_jax.train.tasks import get_task
-
     c = load_config(args.config)
     if getattr(args, "finetune", None) or c.model.family == "xmef":
-        from mlst_jax.jobs.paper_sizes import finetune_report, format_report
-
         report = {"config": args.config, **finetune_report(c, args.finetune)}
         print(json.dumps(report) if args.json else format_report(report))
         return 0
@@ -57,8 +57,6 @@ def _params(args) -> int:
 
 
 def _differentiate(args) -> int:
-    from mlst_jax.jobs.differentiate import differentiate
-
     plan, multiple, capped = differentiate(args.checkpoint, args.out, args.budget, multiway_split=args.multiway,
                                            max_utterances=args.max_utterances, progress=not args.quiet)
     print(json.dumps({"out": args.out, "budget": args.budget, "multiple": round(multiple, 4), "capped": capped,

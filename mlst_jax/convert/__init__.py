@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mlst_jax.convert.fairseq import load_fairseq_s2t, save_fairseq_s2t
+from mlst_jax.convert import mbart, wav2vec2, xmef
+from mlst_jax.convert.fairseq import _torch_load, load_fairseq_s2t, save_fairseq_s2t
 from mlst_jax.convert.hf import load_hf_speech2text, save_hf_speech2text
 from mlst_jax.models.s2t_transformer import S2TConfig
 
@@ -79,8 +80,6 @@ def load_translation_model(path: str | Path, trust_pickle: bool = False) -> tupl
     `S2TConfig`, from what `load_checkpoint` accepts) or 'xmef' (an `XMEFConfig`, from an HF
     SpeechEncoderDecoderModel directory with a wav2vec2 encoder and an mbart decoder); kind 'hf' or 'fairseq'.
     ValueError listing `TRANSLATION_ACCEPTED` for anything else."""
-    from mlst_jax.convert import xmef
-
     model_type = hf_model_type(path)
     if model_type == "speech-encoder-decoder":
         return ("xmef", "hf", *xmef.load_hf_xmef(path))
@@ -105,9 +104,6 @@ def load_pretrained(path: str | Path, trust_pickle: bool = False) -> tuple[str, 
     (the config is that model's), kind 'hf' or 'fairseq'. Accepts what `load_checkpoint` accepts, HF Wav2Vec2Model /
     Wav2Vec2ForCTC, MBartForConditionalGeneration and SpeechEncoderDecoderModel directories, and fairseq wav2vec 2.0
     checkpoints."""
-    from mlst_jax.convert import mbart, wav2vec2, xmef
-    from mlst_jax.convert.fairseq import _torch_load
-
     path = Path(path)
     if path.is_dir() and (path / "config.json").exists():
         model_type = hf_model_type(path)

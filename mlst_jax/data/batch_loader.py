@@ -9,10 +9,12 @@ import math
 from typing import Sequence
 
 import grain
+import jax
 import numpy as np
+from absl import flags
 
 from mlst_jax.audio.cmvn import GlobalCMVN, normalize_waveform, utterance_cmvn
-from mlst_jax.audio.fbank import FRAME_LENGTH, FRAME_SHIFT, num_frames
+from mlst_jax.audio.fbank import FRAME_LENGTH, FRAME_SHIFT, fbank_batch, num_frames
 from mlst_jax.audio.specaugment import get_policy
 from mlst_jax.data.batch_shapes import PipelineConfig
 from mlst_jax.data.ctc_labels import char_labels
@@ -247,26 +249,18 @@ class _BatchLoader:
 
 
 def _fbank_cpu(waves: np.ndarray, n_samples: np.ndarray) -> np.ndarray:
-    import jax
-
-    from mlst_jax.audio.fbank import fbank_batch
-
     with jax.default_device(jax.local_devices(backend="cpu")[0]):  # process-local in multi-process runs
         feats, _ = fbank_batch(waves, n_samples)
         return np.asarray(feats)
 
 
 def _worker_init(worker_index: int, worker_count: int) -> None:
-    import jax
-
     jax.config.update("jax_platforms", "cpu")
 
 
 def _grain_iter(ds, cfg: PipelineConfig):
     ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=cfg.read_threads, prefetch_buffer_size=cfg.prefetch))
     if cfg.worker_count > 0:
-        from absl import flags
-
         if not flags.FLAGS.is_parsed():  # grain's worker processes read absl flags (defaults suffice)
             flags.FLAGS.mark_as_parsed()
         ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.worker_count), worker_init_fn=_worker_init)

@@ -51,6 +51,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
 
+import yaml
+
 from mlst_jax.data.segments import END_TOLERANCE, AudioDecoderUnavailable, probe_audio
 
 __all__ = [
@@ -272,8 +274,6 @@ def _yaml_entries(path: Path) -> list[tuple[int, dict[str, str]]]:
 
 
 def _compose_yaml(path: Path, text: str) -> list[tuple[int, dict[str, str]]]:
-    import yaml
-
     try:
         root = yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as e:

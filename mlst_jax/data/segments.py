@@ -6,6 +6,7 @@ import os
 import re
 
 import numpy as np
+import soundfile as sf
 
 from mlst_jax.audio.io import SAMPLE_RATE, load_audio, mono_at
 
@@ -41,8 +42,6 @@ def probe_audio(path: str | os.PathLike) -> tuple[int, int]:
         the message says how to convert it.
       ValueError: naming the file when it is missing, unreadable, corrupt or truncated.
     """
-    import soundfile as sf
-
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ValueError(f"{path}: no such audio file")
@@ -86,8 +85,6 @@ def load_segment(
       ValueError: naming the file if it is unreadable, the segment is empty, lies
         more than ``END_TOLERANCE`` seconds past the end, or holds non-finite samples.
     """
-    import soundfile as sf
-
     path = os.fspath(path)
     try:
         with sf.SoundFile(path) as f:

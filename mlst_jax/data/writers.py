@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Mapping, NamedTuple, Sequence
 
 import numpy as np
+import soundfile as sf
 
 from mlst_jax.audio.io import SAMPLE_RATE
 
@@ -48,8 +49,6 @@ class Talk(NamedTuple):
 
 def mp3_supported() -> bool:
     """Whether the installed libsndfile can write MP3 (libsndfile >= 1.1)."""
-    import soundfile as sf
-
     return "MP3" in sf.available_formats()
 
 
@@ -63,8 +62,6 @@ def _pcm16(waveform: np.ndarray, what: str) -> np.ndarray:
 
 
 def _write_audio(path: Path, pcm: np.ndarray, fmt: str = "wav") -> None:
-    import soundfile as sf
-
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists():
         path.unlink()

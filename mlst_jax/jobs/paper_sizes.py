@@ -9,6 +9,9 @@ import math
 import jax
 import ml_collections
 
+from mlst_jax.finetune import lna
+from mlst_jax.models.params import count_params, path_names
+from mlst_jax.train.tasks import get_task
 
 # Trained-parameter sizes printed in seed 001 (millions, where).
 PAPER_TRAINED_M: dict[str, tuple[float, str]] = {
@@ -38,8 +41,6 @@ NOTES = {
 @functools.lru_cache(maxsize=4)
 def _abstract_params(c_json: str):
     """Parameter shapes of the model a config describes (cached on the config's JSON)."""
-    from mlst_jax.train.tasks import get_task
-
     task = get_task(ml_collections.ConfigDict(json.loads(c_json)))
     return task.abstract_params(task.model_config(None))
 
@@ -51,9 +52,6 @@ def finetune_report(c: ml_collections.ConfigDict, variant: str | None = None) ->
     configs the shared S2T model (no sharing plan). For XMEF, `paper_params`
     and `paper_table` give seed 001's printed size when it has one, `note` explains a disagreement.
     """
-    from mlst_jax.finetune import lna
-    from mlst_jax.models.params import count_params, path_names
-
     variant = variant or c.finetune.trainable
     fam = c.model.family
     joint = c.model.xmef.joint_shared_layers if fam == "xmef" else 0

@@ -23,11 +23,12 @@ from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm.auto import tqdm
 
+from mlst_jax.models.losses import label_smoothed_nll
 from mlst_jax.models.params import path_names
 from mlst_jax.sharing.plan import SharingPlan, Unit, unit_of
 from mlst_jax.sharing.strategies import differentiable_units
-from mlst_jax.models.losses import label_smoothed_nll
 
 __all__ = ["TaskGradients", "Quadruplet", "GradFn", "make_task_grad_fn", "task_gradients", "similarities",
            "cosine_matrix", "write_quadruplets_csv", "read_quadruplets_csv", "QUADRUPLET_FIELDS"]
@@ -135,8 +136,6 @@ def task_gradients(model, params: Any, plan: SharingPlan, batches: Iterable[Batc
                    units: Iterable[Unit] | None = None) -> TaskGradients:
     """Every task's mean gradient (per target token) over `batches` (multi-way batches, e.g. from
     `mlst_jax.data.multiway_pipeline`) w.r.t. the differentiable units' leaves; a tqdm bar when `progress`."""
-    from tqdm.auto import tqdm
-
     params = jax.device_put(params)
     fn = make_task_grad_fn(model, plan, params, units)
     acc = fn.init()

@@ -23,6 +23,7 @@ import math
 import re
 from typing import Any, Mapping, Sequence
 
+import jax
 import numpy as np
 
 from mlst_jax.finetune import adapters
@@ -71,14 +72,12 @@ def differentiable_units(plan_or_params: Any) -> list[Unit]:
     if isinstance(plan_or_params, SharingPlan):
         names = [n for n, _ in plan_or_params.leaves()]
     else:
-        import jax
         names = [path_names(p) for p, _ in jax.tree_util.tree_flatten_with_path(plan_or_params)[0]]
     return list(dict.fromkeys(unit_of(n) for n in names if _is_decoder_layer(unit_of(n))))
 
 
 def unit_sizes(base_params: Any) -> dict[Unit, int]:
     """Parameters per unit (one copy) of base parameters."""
-    import jax
     out: dict[Unit, int] = {}
     for p, x in jax.tree_util.tree_flatten_with_path(base_params)[0]:
         u = unit_of(path_names(p))

@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from typing import Any, Sequence
 
 import jax
 import ml_collections
 
 from mlst_jax.data import batch_shapes as shapes
+from mlst_jax.sharing.strategies import make_plan, parse_strategy
 from mlst_jax.train import config as cfglib
 from mlst_jax.train import sharding as shd
 from mlst_jax.train.inputs import global_batch_shape, local_batch_devices
@@ -56,8 +58,6 @@ def parse_mesh(spec: str) -> dict[str, int]:
 
 
 def _plan(c, task, base):
-    from mlst_jax.sharing.strategies import make_plan, parse_strategy
-
     kind, _, x = parse_strategy(c.sharing.strategy)
     strategy = f"random@{x}" if kind == "grad" else c.sharing.strategy
     return make_plan(strategy, base, task.stream_names, seed=c.sharing.seed)
@@ -105,8 +105,6 @@ def compile_train_step(config: ml_collections.ConfigDict, mesh: str | dict[str, 
     "memory", "flops_per_device", "flops", "compile_seconds"}, ...]}`: memory per device (`alias_bytes`: the donated
     state, all of `state_bytes_per_device` but inputs the step never reads, such as a scheduled learning rate
     that `optax.inject_hyperparams` recomputes); XLA counts one device's FLOPs (`flops` is that times the number of devices)."""
-    import time
-
     c = ml_collections.ConfigDict(config.to_dict())
     if mesh:
         c.mesh.update(parse_mesh(mesh) if isinstance(mesh, str) else dict(mesh))

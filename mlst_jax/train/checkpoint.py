@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
 __all__ = ["Checkpointer", "Restored", "PreemptionFlag", "save_on_preemption"]
 
@@ -105,8 +106,6 @@ def _to_json(config: Any) -> Any:
     if config is None:
         return None
     if hasattr(config, "to_json_best_effort"):
-        import json
-
         return json.loads(config.to_json_best_effort())
     return config
 
@@ -224,8 +223,6 @@ class PreemptionFlag:
         """True once a preemption signal arrived (the same on every process in multi-process runs)."""
         local = self._event.is_set()
         if jax.process_count() > 1:
-            from jax.experimental import multihost_utils
-
             return bool(multihost_utils.process_allgather(jax.numpy.asarray(local)).any())
         return local
 

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Sequence
 
 import ml_collections
+from absl import flags
+from ml_collections import config_flags
 
 from mlst_jax.train.tasks import get_task
 
@@ -211,9 +213,6 @@ def validate(c: ml_collections.ConfigDict, device_count: int | None = None, chec
 def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
     """The config `FILE[:ARG]` with `--config.FIELD=VALUE` overrides (ml_collections `config_flags`), as `mlst train`
     and `python -m mlst_jax.main` read it; ValueError naming the file or field for a bad one."""
-    from absl import flags
-    from ml_collections import config_flags
-
     path = spec.split(":", 1)[0]
     if not Path(path).is_file():
         raise ValueError(f"config file {path!r} does not exist")

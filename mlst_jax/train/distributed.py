@@ -14,6 +14,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 __all__ = ["initialize", "barrier", "broadcast_flag", "broadcast_file", "allgather", "host_arrays"]
 
@@ -48,8 +49,6 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
 def barrier(name: str) -> None:
     """Blocks until every process reached `name` (no-op with one process)."""
     if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
         multihost_utils.sync_global_devices(name)
 
 
@@ -57,8 +56,6 @@ def broadcast_flag(value: bool) -> bool:
     """Process 0's `value` on every process."""
     if jax.process_count() == 1:
         return bool(value)
-    from jax.experimental import multihost_utils
-
     return bool(multihost_utils.broadcast_one_to_all(np.int32(bool(value))))
 
 
@@ -66,8 +63,6 @@ def broadcast_file(path: str | Path) -> None:
     """Writes process 0's file `path` on every other process (atomically), for workdirs that are not shared."""
     if jax.process_count() == 1:
         return
-    from jax.experimental import multihost_utils
-
     path = Path(path)
     first = jax.process_index() == 0
     data = np.frombuffer(path.read_bytes(), np.uint8) if first else np.zeros(0, np.uint8)
@@ -84,8 +79,6 @@ def allgather(tree: Any) -> Any:
     """Host arrays of equal shapes on every process -> stacked `[process_count, ...]` numpy arrays."""
     if jax.process_count() == 1:
         return jax.tree.map(lambda x: np.asarray(x)[None], tree)
-    from jax.experimental import multihost_utils
-
     return jax.tree.map(np.asarray, multihost_utils.process_allgather(tree, tiled=False))
 
 
@@ -93,6 +86,4 @@ def host_arrays(tree: Any) -> Any:
     """Global (possibly multi-process sharded) arrays -> full numpy arrays on every process."""
     if jax.process_count() == 1:
         return jax.device_get(tree)
-    from jax.experimental import multihost_utils
-
     return jax.tree.map(np.asarray, multihost_utils.process_allgather(tree, tiled=True))

@@ -14,10 +14,10 @@ from typing import Any, Sequence
 
 import jax
 
-from mlst_jax.data import pipeline as pl
-
 from mlst_jax.data import batch_shapes as shapes
+from mlst_jax.data import pipeline as pl
 from mlst_jax.data.multiway_pipeline import MultiwayPipeline, make_multiway_pipeline
+from mlst_jax.data.tfds_builders import BUILDERS, prepared_builder, source_digest, tfds_split_name
 from mlst_jax.train import distributed
 
 
@@ -63,8 +63,6 @@ def builder_config(c, stream: Stream) -> str:
 def data_sources(c, streams: Sequence[Stream], split: str) -> dict[str, Any]:
     """`{stream name: data source}` of corpus split `split`, building the TFDS ArrayRecords into `data.data_dir`
     first when they are missing or no longer match their source files in `data.manual_dir` (with a warning)."""
-    from mlst_jax.data.tfds_builders import BUILDERS, prepared_builder, tfds_split_name
-
     dataset, manual = dataset_and_root(c)
     first = jax.process_index() == 0
     if not first:
@@ -90,8 +88,6 @@ def source_metadata(c, task, streams: Sequence[Stream], split: str, sources: dic
     version, the split, the input kind, a digest of the vocabulary and one of the source files the data was
     prepared from (scanning reads every example: ~2.4 s per 10,000 utterances); a cached file that does not match
     its source's size is scanned again."""
-    from mlst_jax.data.tfds_builders import BUILDERS, source_digest
-
     dataset, _ = dataset_and_root(c)
     digest = hashlib.sha1(Path(vocab.spm_path).read_bytes()).hexdigest()[:12]
     root = Path(c.data.data_dir) / "mlst_metadata" / dataset / str(BUILDERS[dataset].VERSION)

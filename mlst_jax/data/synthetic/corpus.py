@@ -47,9 +47,12 @@ from pathlib import Path
 from typing import NamedTuple, Sequence
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from mlst_jax.audio.io import SAMPLE_RATE
 from mlst_jax.data.synthetic.grammar import LANGS, Sentence, lexicon_subset, sample_sentences
+from mlst_jax.data.synthetic.tts import synthesize_16k
+from mlst_jax.data.writers import Talk, write_covost2, write_europarl_st, write_mustc
 
 __all__ = [
     "LAYOUTS", "LAYOUT_SPLITS", "SIZES", "VOICE_VARIANTS", "RATE_RANGE", "PITCH_RANGE", "Size", "Voice",
@@ -236,8 +239,6 @@ def _add_noise(audio: np.ndarray, snr_db: float, seed: int) -> np.ndarray:
 
 def _render(job: tuple) -> np.ndarray:
     """Synthesize one utterance: ``(text, lang, variant, rate, pitch, snr_db or None, noise seed)``."""
-    from mlst_jax.data.synthetic.tts import synthesize_16k
-
     text, lang, variant, rate, pitch, snr_db, noise_seed = job
     audio, _ = synthesize_16k(text, lang, variant, rate, pitch)
     if snr_db is not None:
@@ -249,8 +250,6 @@ class _Results:
     """Synthesized audio by job index, computed in order by a process pool and handed out once each."""
 
     def __init__(self, jobs: list[tuple], workers: int, progress: bool):
-        from tqdm.auto import tqdm
-
         self.lengths = np.zeros(len(jobs), np.int64)
         self._pool = None
         if workers > 1 and len(jobs) > 1:
@@ -296,8 +295,6 @@ class _Wave:
 
 
 def _write_group(out: Path, group: _Group, results: _Results) -> None:
-    from mlst_jax.data.writers import Talk, write_covost2, write_europarl_st, write_mustc
-
     root = out / group.layout
     src, tgts = group.src, group.tgts
 
