@@ -20,7 +20,7 @@ import numpy as np
 import tqdm
 from tensorboardX import SummaryWriter
 
-__all__ = ["MetricsWriter", "step_flops", "check_finite"]
+__all__ = ["MetricsWriter", "read_metrics", "step_flops", "check_finite"]
 
 
 def step_flops(jitted_fn, *args, **kwargs) -> float | None:
@@ -121,3 +121,15 @@ class MetricsWriter:
         if self.enabled:
             self._tb.close()
             self._jsonl.close()
+
+
+def read_metrics(workdir: str | Path, split: str = "train") -> list[dict[str, Any]]:
+    """The rows `MetricsWriter` logged for `split` (its prefix) in `<workdir>/metrics.jsonl`, by step (a resumed
+    run's repeated steps: the last logged)."""
+    rows: dict[int, dict[str, Any]] = {}
+    with open(Path(workdir) / "metrics.jsonl", encoding="utf-8") as f:
+        for line in f:
+            row = json.loads(line)
+            if row.get("split") == split:
+                rows[row["step"]] = row
+    return [rows[s] for s in sorted(rows)]

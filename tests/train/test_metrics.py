@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import pytest
 from tensorboardX.proto import event_pb2
 
-from mlst_jax.train.metrics import MetricsWriter, check_finite, step_flops
+from mlst_jax.train.metrics import MetricsWriter, check_finite, read_metrics, step_flops
 
 
 def read_events(path):
@@ -45,6 +45,19 @@ def test_resume_appends(tmp_path):
         w.write(step, {"loss": 1.0})
         w.close()
     assert [json.loads(l)["step"] for l in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+
+
+def test_read_metrics(tmp_path):
+    for start, steps in ((0, (2, 4)), (2, (4, 6))):  # a run resumed from step 2 logs step 4 again
+        w = MetricsWriter(tmp_path, progress=False, initial_step=start)
+        for step in steps:
+            w.write(step, {"loss": float(step + start), "lr": 1e-3 / step})
+        w.write(steps[-1], {"bleu_avg": 1.5}, prefix="eval")
+        w.close()
+    train = read_metrics(tmp_path)
+    assert [(r["step"], r["loss"]) for r in train] == [(2, 2.0), (4, 6.0), (6, 8.0)]
+    assert train[-1]["lr"] == pytest.approx(1e-3 / 6)
+    assert [(r["step"], r["bleu_avg"]) for r in read_metrics(tmp_path, "eval")] == [(4, 1.5), (6, 1.5)]
 
 
 def test_nan_detection():
