@@ -6,7 +6,8 @@
   where the two languages share a copy (diagonal 1; NaN for a pair that shares no unit).
 
 `write_analysis` saves both as CSV and PNG; `mlst_jax.jobs.analyze.analyze_run` computes everything from a
-training run's checkpoint (what `mlst analyze` does).
+training run's checkpoint (what `mlst analyze` does). `depth_trend` and `family_contrast` state the two figures'
+findings as numbers with a test each (`findings`: both).
 """
 from __future__ import annotations
 
@@ -18,15 +19,18 @@ from pathlib import Path
 from typing import Any, Iterable, NamedTuple, Sequence
 
 import numpy as np
+from scipy.stats import spearmanr
 
 from mlst_jax.sharing.gradients import Quadruplet
 
 __all__ = ["LayerSimilarity", "layer_of", "module_kind", "layer_similarity", "language_similarity",
-           "write_analysis", "plot_layer_similarity", "plot_language_similarity",
-           "MODULE_KINDS"]
+           "write_analysis", "plot_layer_similarity", "plot_language_similarity", "depth_trend",
+           "family_contrast", "findings", "MODULE_KINDS", "FAMILIES"]
 
 _LAYER = re.compile(r"^decoder/layers_(\d+)/")
 MODULE_KINDS = ("self_attn", "encoder_attn", "ffn", "layer_norm")
+FAMILIES = {"en": "Germanic", "de": "Germanic", "nl": "Germanic", "es": "Romance", "fr": "Romance",
+            "it": "Romance", "pt": "Romance", "ro": "Romance", "ru": "Slavic"}
 
 
 class LayerSimilarity(NamedTuple):
@@ -198,3 +202,71 @@ def write_analysis(out_dir: str | os.PathLike, quads: Sequence[Quadruplet],
     plot_layer_similarity(layers, files["layer_similarity.png"])
     plot_language_similarity(langs, sim, files["language_similarity.png"])
     return {"layers": layers, "langs": langs, "language_similarity": sim, "files": files}
+
+
+def _spearman(x: Sequence[float], y: Sequence[float]) -> dict[str, Any]:
+    """{"rho", "p_value", "n"}; None for what is undefined (fewer than 3 points have no p-value, constant input
+    no rho)."""
+    if len(x) < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return {"rho": None, "p_value": None, "n": len(x)}
+    rho, p = (float(v) if np.isfinite(v) else None for v in spearmanr(x, y))
+    return {"rho": rho, "p_value": p if len(x) > 2 else None, "n": len(x)}
+
+
+def depth_trend(quads: Iterable[Quadruplet]) -> dict[str, Any]:
+    """Whether deeper decoder layers have more similar task gradients (Fig. 2): the mean cosine per layer, the last
+    minus the first, and Spearman's rank correlation with depth (scipy; p two-sided) over the layer means
+    (`by_layers`: as many points as layers, so no p-value below 3) and over the units (`by_units`: each decoder-layer
+    unit copy's mean cosine against its layer)."""
+    quads = list(quads)
+    layers = layer_similarity(quads)
+    if not layers:
+        raise ValueError("no decoder-layer quadruplets")
+    units: dict[tuple[str, int], list[float]] = {}
+    for q in quads:
+        if layer_of(q.unit) is not None:
+            units.setdefault((q.unit, q.copy), []).append(q.cosine)
+    return {"layers": [l.layer for l in layers], "means": [l.mean for l in layers], "first": layers[0].mean,
+            "last": layers[-1].mean, "last_minus_first": layers[-1].mean - layers[0].mean,
+            "by_layers": _spearman([l.layer for l in layers], [l.mean for l in layers]),
+            "by_units": _spearman([layer_of(u) for u, _ in units], [float(np.mean(c)) for c in units.values()])}
+
+
+def family_contrast(langs: Sequence[str], sim: np.ndarray, families: dict[str, str] = FAMILIES,
+                    n_permutations: int = 10_000, seed: int = 0) -> dict[str, Any] | None:
+    """Whether language pairs within a family are more similar than pairs across families (Fig. 3), from the
+    language x language matrix of `language_similarity`: the mean over within-family pairs, over across-family
+    pairs, their difference, and its one-sided permutation p-value: the share of `n_permutations` random
+    reassignments of the languages to the families (sizes kept; the pairs share languages, so languages, not
+    pairs, are exchanged) whose difference is at least the observed one, (k + 1) / (n + 1). A language outside
+    `families` is a family of its own. None when there are no pairs of one kind."""
+    langs = list(langs)
+    codes = np.unique([families.get(l, l) for l in langs], return_inverse=True)[1]
+    a, b = np.triu_indices(len(langs), k=1)
+    keep = np.isfinite(sim[a, b])
+    a, b, values = a[keep], b[keep], sim[a, b][keep]
+
+    def difference(c: np.ndarray) -> np.ndarray:  # c: [..., n languages] family codes
+        within = c[..., a] == c[..., b]
+        n_in, n_out = within.sum(-1), (~within).sum(-1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return (within * values).sum(-1) / n_in - (~within * values).sum(-1) / n_out
+
+    within = codes[a] == codes[b]
+    if within.all() or not within.any():
+        return None
+    observed = float(difference(codes))
+    rng = np.random.default_rng(seed)
+    shuffled = rng.permuted(np.broadcast_to(codes, (n_permutations, len(codes))), axis=1)
+    k = int(np.sum(difference(shuffled) >= observed - 1e-12))  # ties count: a constant matrix gives p = 1
+    return {"families": {l: families.get(l, l) for l in langs},
+            "within": {"mean": float(values[within].mean()),
+                       "pairs": [f"{langs[i]}-{langs[j]}" for i, j in zip(a[within], b[within])]},
+            "across": {"mean": float(values[~within].mean()), "pairs": len(values[~within])},
+            "difference": observed, "p_value": (k + 1) / (n_permutations + 1), "n_permutations": n_permutations,
+            "seed": seed}
+
+
+def findings(quads: Sequence[Quadruplet], langs: Sequence[str] | None = None) -> dict[str, Any]:
+    """{"depth": `depth_trend`, "families": `family_contrast`} of the quadruplets."""
+    return {"depth": depth_trend(quads), "families": family_contrast(*language_similarity(quads, langs))}
