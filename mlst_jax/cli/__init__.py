@@ -5,6 +5,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 
 from mlst_jax.audio import SAMPLE_RATE, load_audio
 from mlst_jax.cli.analyze import add_analyze_command
@@ -12,11 +13,20 @@ from mlst_jax.cli.data import add_data_commands
 from mlst_jax.cli.sharing import add_sharing_commands
 from mlst_jax.cli.train import add_train_commands
 from mlst_jax.convert import convert
+from mlst_jax.jobs.export import run_translator
+from mlst_jax.train.run import Run
 from mlst_jax.translator import Translator
 
 
 def _translate(args) -> int:
-    translator = Translator.from_pretrained(args.checkpoint, trust_pickle=args.trust_pickle)
+    if (Path(args.checkpoint) / "checkpoints").is_dir():  # a training run: the average of its last checkpoints
+        with Run(args.checkpoint) as run:
+            last = run.config.train.average_last if args.last is None else args.last
+            translator = run_translator(run, last, args.tgt_lang)
+    else:
+        if args.last is not None:
+            raise ValueError(f"--last {args.last}: {args.checkpoint} is not a training run")
+        translator = Translator.from_pretrained(args.checkpoint, trust_pickle=args.trust_pickle)
     translator.lang_id(args.tgt_lang)  # an unknown or unserved language fails before the audio is read
     audio = [load_audio(path) for path in args.audio]
     for start in range(0, len(audio), args.batch_size):
@@ -51,7 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("translate", help="translate audio files; prints one JSON line per file")
     p.add_argument("--checkpoint", required=True,
                    help="HF dir (Speech2Text, or SpeechEncoderDecoderModel wav2vec2 + mBART = XMEF), fairseq S2T "
-                        "checkpoint or exported model dir")
+                        "checkpoint, exported model dir, or a training run (the average of its last checkpoints)")
+    p.add_argument("--last", type=int,
+                   help="with a training run: average its last LAST checkpoints (default: the run's "
+                        "train.average_last)")
     p.add_argument("--tgt-lang", required=True,
                    help="target language: the code of the model's <lang:xx> tag; for mBART-50 models 'de' or 'de_DE'")
     p.add_argument("--beam", type=int, default=5, help="beam size; 1 is greedy decoding (default: %(default)s)")

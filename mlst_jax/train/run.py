@@ -53,6 +53,7 @@ class Run:
             self.ckpt.close()
             raise ValueError(f"{directory}: no checkpoints")
         self._config = None if config is None else ml_collections.ConfigDict(config.to_dict())
+        self._averaged: dict[int, Any] = {}
 
     def __enter__(self) -> "Run":
         return self
@@ -153,11 +154,14 @@ class Run:
         return kept
 
     def averaged_params(self, last_n: int) -> Any:
-        """The element-wise mean (float32) of the parameters of `averaged_steps(last_n)`."""
+        """The element-wise mean (float32) of the parameters of `averaged_steps(last_n)` (computed once per run)."""
+        if last_n in self._averaged:
+            return self._averaged[last_n]
         kept = self.averaged_steps(last_n)
         total = None
         for s in kept:
             p = jax.tree.map(lambda x: np.asarray(x, np.float64), self.params(s))
             total = p if total is None else jax.tree.map(np.add, total, p)
         logger.info("averaged steps %s", kept)
-        return jax.tree.map(lambda x: (x / len(kept)).astype(np.float32), total)
+        self._averaged[last_n] = jax.tree.map(lambda x: (x / len(kept)).astype(np.float32), total)
+        return self._averaged[last_n]

@@ -146,7 +146,7 @@ def test_checkpoint_and_audio_errors_are_one_clear_line(models, tmp_path, capsys
         (models / "shared", short, f"{short}: waveform too short: 100 samples, need at least one 25 ms frame "
                                    "(400 samples at 16 kHz)"),
         (tmp_path / "nowhere", ok, f"{tmp_path / 'nowhere'} does not exist"),
-        (run, ok, f"{run} is a training run: export it with `mlst average --workdir {run} --out MODEL_DIR` first"),
+        (run, ok, f"{run / 'checkpoints'}: no checkpoints"),  # a run translates from its checkpoints
         (models / "grad", ok, f"{models / 'grad'} is not a model but holds exported models (de, es): pass the one "
                               f"that serves the target language, e.g. {models / 'grad' / 'de'}"),
     ]

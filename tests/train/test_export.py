@@ -52,9 +52,15 @@ def test_language_specific_exports_serve_their_language(reference_run, tmp_path,
                                tmp_path / "a.wav")
     assert (rc, printed) == (2, "")
     assert err == f"mlst translate: error: {out / 'de'} serves de only; translate into es with {out / 'es'}\n"
-    rc, printed, err = run_cli(capsys, "translate", "--checkpoint", out / "es", "--tgt-lang", "es", "--beam", "1",
-                               "--max-len-b", "2", tmp_path / "a.wav")
+    fast = ["--beam", "1", "--max-len-b", "4", tmp_path / "a.wav"]
+    rc, printed, err = run_cli(capsys, "translate", "--checkpoint", out / "es", "--tgt-lang", "es", *fast)
     assert rc == 0 and json.loads(printed)["tgt_lang"] == "es", err
+    # the run itself translates as its export does: the average of its last checkpoints, the language's copies
+    rc, from_run, err = run_cli(capsys, "translate", "--checkpoint", workdir, "--last", "2", "--tgt-lang", "es", *fast)
+    assert rc == 0 and from_run == printed, err
+    rc, _, err = run_cli(capsys, "translate", "--checkpoint", workdir, "--tgt-lang", "fr", *fast)
+    assert (rc, err) == (2, f"mlst translate: error: {workdir} has language-specific parameters: name one of its "
+                            f"streams (de, es), not 'fr'\n")
 
     monkeypatch.undo()  # the run as it is: fully shared, one export for every language
     rc, printed, err = run_cli(capsys, "average", "--workdir", workdir, "--last", "2", "--out", tmp_path / "shared")
