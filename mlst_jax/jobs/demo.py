@@ -7,12 +7,17 @@ Stages (each prints its progress; the stage runs land in `<workdir>/runs/<system
     (`demo.lexicon`; `configs/synth.py:demo`: the `demo` subset) (`<workdir>/corpus`);
  2. the fully shared multilingual model (`configs/synth.py:demo`);
  3. from it, each for the same number of extra steps: jointly fine-tuning (the shared model trained on),
-    heuristic `enc` (language-specific decoders), `random@2.0`, and `grad@2.0` (task gradients on the
-    multi-way aligned dev set, the least similar units split up to twice the shared size; parameters and
-    Adam moments split), plus `bilingual` with `--bilingual`;
+    heuristic `enc` (language-specific decoders), `random@2.0` (with `--seeds N`: N of them, sharing seeds
+    `sharing.seed` to `sharing.seed + N - 1`), and `grad@2.0` (task gradients on the multi-way aligned dev set,
+    the least similar units split up to twice the shared size; parameters and Adam moments split), plus
+    `bilingual` with `--bilingual`;
  4. sacreBLEU per language on the test split with beam search, for every system;
- 5. `<workdir>/report.md`: the Table-1-style table (#params, multiple, BLEU per language, average), the
-    layer-wise and language-pair gradient similarity figures (Fig. 2 and 3) and the quadruplets CSV.
+ 5. statistics (`mlst_jax/jobs/demo_report.py`): 95% bootstrap intervals of every BLEU, the learning rates each
+    system trained at, paired bootstrap tests (every system against the multilingual model, grad@2.0 against
+    random@2.0 and enc; pooled test set and per language), the spread over random sharing seeds, and the
+    similarity figures' findings (depth trend, language families); `<workdir>/results.json` holds them and
+    `<workdir>/report.md` shows them with the Table-1-style table, the layer-wise and language-pair gradient
+    similarity figures (Fig. 2 and 3) and the quadruplets CSV.
 Same seed, same machine: same numbers.
 """
 from __future__ import annotations
@@ -23,16 +28,44 @@ import logging
 import shutil
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 
-from mlst_jax.sharing import SharingPlan, base_shapes
+from mlst_jax.data.synthetic.corpus import synthesize_corpus
+from mlst_jax.evaluate.significance import ALPHA, N_SAMPLES, SEED, compare_systems, read_eval
+from mlst_jax.jobs.demo_report import comparison_pairs, render, seed_spread, statistics_row
 from mlst_jax.jobs.differentiate import differentiate
-from mlst_jax.train.run import Run
+from mlst_jax.sharing import SharingPlan, base_shapes
+from mlst_jax.sharing.analysis import findings, write_analysis
+from mlst_jax.sharing.gradients import read_quadruplets_csv
 from mlst_jax.train.config import load_config
+from mlst_jax.train.run import Run
+from mlst_jax.train.trainer import evaluate, train_and_evaluate
 
 CONFIG = f"{Path(__file__).resolve().parents[2] / 'configs' / 'synth.py'}:demo"
 SYSTEMS = ("multilingual", "joint_ft", "enc", "random@2.0", "grad@2.0")
+
+
+class System(NamedTuple):
+    """A system of the table: its row name, sharing strategy and seed, and run directory under `runs/`."""
+
+    name: str
+    strategy: str
+    seed: int
+    run: str
+
+
+def _systems(seeds: int, seed: int, bilingual: bool) -> list[System]:
+    """Every system in training order; random@2.0 once per sharing seed from `seed` on, the first under its plain
+    name and the others as 'random@2.0 (seed S)' in runs/random_2.0_seedS."""
+    out = []
+    for name in SYSTEMS + (("bilingual",) if bilingual else ()):
+        strategy = "multilingual" if name == "joint_ft" else name
+        n = seeds if name.startswith("random@") else 1
+        out += [System(name + (f" (seed {seed + i})" if i else ""), strategy, seed + i,
+                       name.replace("@", "_") + (f"_seed{seed + i}" if i else "")) for i in range(n)]
+    return out
 
 
 def _say(msg: str) -> None:
@@ -43,6 +76,10 @@ def _config(config: str, corpus: Path, workdir: Path, steps: int, shared_vocab: 
             **sharing):
     c = load_config(config)
     c.init.run = init
+    if init:  # a continued system: the schedule restarts at the shared model's step (init.schedule)
+        extra = c.demo.extra_steps or max(1, c.train.max_updates // 4)
+        c.optim.lr = c.demo.continue_lr or c.optim.lr
+        c.optim.warmup_updates = c.demo.continue_warmup or max(1, extra // 10)
     c.data.manual_dir, c.data.data_dir = str(corpus), str(workdir / "tfds")
     c.data.vocab = str(workdir / "runs" / "multilingual" / "vocab" / "spm.model") if shared_vocab else ""
     c.train.max_updates = steps
@@ -77,14 +114,9 @@ def _corpus_manifest(corpus: Path) -> dict:
 
 
 def run_demo(workdir: str | Path, *, bilingual: bool = False, corpus: str | Path | None = None,
-             config: str | Path = CONFIG, size: str = "demo") -> Path:
+             config: str | Path = CONFIG, size: str = "demo", seeds: int = 1) -> Path:
     """Runs every stage into `workdir` (`config`: the shared model's experiment config; `size`: the synthetic
-    corpus size); returns the report's path."""
-    from mlst_jax.data.synthetic.corpus import synthesize_corpus
-    from mlst_jax.sharing.analysis import write_analysis
-    from mlst_jax.sharing.gradients import read_quadruplets_csv
-    from mlst_jax.train.trainer import evaluate, train_and_evaluate
-
+    corpus size; `seeds`: random@2.0 systems, one per sharing seed); returns the report's path."""
     t_start = time.perf_counter()
     workdir = Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -95,6 +127,9 @@ def run_demo(workdir: str | Path, *, bilingual: bool = False, corpus: str | Path
     extra = base_cfg.demo.extra_steps or max(1, shared_steps // 4)
     lexicon = base_cfg.demo.lexicon
     timings: dict[str, float] = {}
+    if seeds < 1:
+        raise ValueError(f"seeds must be at least 1, got {seeds}")
+    shared_system, *systems = _systems(seeds, base_cfg.sharing.seed, bilingual)
 
     # -- 1. corpus --------------------------------------------------------------------------------------
     corpus = Path(corpus) if corpus else workdir / "corpus"
@@ -121,131 +156,66 @@ def run_demo(workdir: str | Path, *, bilingual: bool = False, corpus: str | Path
 
     # -- 3. from the shared model -----------------------------------------------------------------------
     total = shared_steps + extra
-    systems = [s for s in SYSTEMS if s != "multilingual"] + (["bilingual"] if bilingual else [])
-    for i, name in enumerate(systems):
-        run = runs / name.replace("@", "_")
+    for i, s in enumerate(systems):
+        run = runs / s.run
         t = time.perf_counter()
-        if name == "grad@2.0":
+        if s.strategy == "grad@2.0":
             diff = runs / "grad_2.0_init"
             if not (diff / "checkpoints").is_dir():
-                _say(f"3/5 [{name}] task gradients on the multi-way dev set, differentiation up to 2.0x")
+                _say(f"3/5 [{s.name}] task gradients on the multi-way dev set, differentiation up to 2.0x")
                 differentiate(shared, diff, 2.0)
-            init, strategy = diff, name
+            init = diff
         else:
-            init, strategy = shared, "multilingual" if name == "joint_ft" else name
-        _say(f"3/5 [{i + 1}/{len(systems)}] {name}: {extra} more steps from the shared model")
-        _stop_if_preempted(train_and_evaluate(_config(config, corpus, workdir, total, strategy=strategy,
-                                                      init=str(init)), run))
-        timings[name] = time.perf_counter() - t
+            init = shared
+        _say(f"3/5 [{i + 1}/{len(systems)}] {s.name}: {extra} more steps from the shared model")
+        _stop_if_preempted(train_and_evaluate(_config(config, corpus, workdir, total, strategy=s.strategy,
+                                                      seed=s.seed, init=str(init)), run))
+        timings[s.name] = time.perf_counter() - t
 
     # -- 4. test BLEU -----------------------------------------------------------------------------------
-    rows = []
-    for name in ("multilingual",) + tuple(systems):
-        run = runs / name.replace("@", "_")
-        _say(f"4/5 test BLEU of {name}")
+    rows, corpora = [], {}
+    for s in [shared_system, *systems]:
+        run = runs / s.run
+        _say(f"4/5 test BLEU of {s.name}")
         t = time.perf_counter()
         c = _config(config, corpus, workdir, total)
         bleu = evaluate(c, run)
-        timings[f"eval {name}"] = time.perf_counter() - t
+        corpora[s.name] = read_eval(run / "eval" / c.data.test_split, langs)
+        timings[f"eval {s.name}"] = time.perf_counter() - t
         n, n_shared = _size(run, langs)
-        rows.append({"system": name, "params": n, "multiple": n / n_shared, **bleu})
-        _say(f"    {name}: avg BLEU {bleu['avg']:.1f} ({', '.join(f'{l} {bleu[l]:.1f}' for l in langs)})")
+        seed = {"seed": s.seed} if s.strategy.startswith("random@") else {}
+        rows.append({"system": s.name, "params": n, "multiple": n / n_shared, **bleu, **seed})
+        _say(f"    {s.name}: avg BLEU {bleu['avg']:.1f} ({', '.join(f'{l} {bleu[l]:.1f}' for l in langs)})")
 
     # -- 5. analyses and report -------------------------------------------------------------------------
-    _say("5/5 similarity analyses and the report")
+    _say("5/5 statistics, similarity analyses and the report")
+    t = time.perf_counter()
+    for s, row in zip([shared_system, *systems], rows):
+        row.update(statistics_row(runs / s.run, corpora[s.name], langs))
+    comparisons = compare_systems(corpora, comparison_pairs([r["system"] for r in rows]))
+    for cmp in comparisons:
+        _say(f"    {cmp['system']} vs {cmp['baseline']}: {cmp['delta']:+.2f} pooled BLEU, {cmp['verdict']}")
+    timings["statistics"] = time.perf_counter() - t
     analysis = workdir / "analysis"
     quads_csv = runs / "grad_2.0_init" / "analysis" / "quadruplets.csv"
     analysis.mkdir(exist_ok=True)
     shutil.copy(quads_csv, analysis / "quadruplets.csv")
-    result = write_analysis(analysis, read_quadruplets_csv(quads_csv), langs)
+    quads = read_quadruplets_csv(quads_csv)
+    result = write_analysis(analysis, quads, langs)
     timings["total"] = time.perf_counter() - t_start
+    results = {"rows": rows, "comparisons": comparisons, "random_seeds": seed_spread(rows),
+               "findings": findings(quads, langs),
+               "significance": {"test": "paired bootstrap resampling (sacrebleu.significance.PairedTest)",
+                                "n_samples": N_SAMPLES, "seed": SEED, "alpha": ALPHA,
+                                "pooled_sentences": sum(len(h) for h, _ in corpora[shared_system.name].values())},
+               "timings": timings}
     report = workdir / "report.md"
-    ctc_weight = base_cfg.optim.ctc_weight
-    report.write_text(_report(rows, langs, result, timings, shared_steps, extra, ctc_weight, manifest))
-    (workdir / "results.json").write_text(json.dumps({"rows": rows, "timings": timings}, indent=1))
+    report.write_text(render(results, langs, result["layers"], shared_steps, extra, base_cfg.optim.ctc_weight,
+                             manifest))
+    (workdir / "results.json").write_text(json.dumps(results, indent=1))
     _say(f"done in {timings['total'] / 60:.1f} min")
     print(f"report: {report}")
     return report
-
-
-def _verdict(rows: list[dict]) -> str:
-    by = {r["system"]: r for r in rows}
-    g, r, e = by["grad@2.0"], by["random@2.0"], by["enc"]
-    lines = []
-    for other in (r, e):
-        verb = "beat" if g["avg"] > other["avg"] else "did not beat"
-        lines.append(f"grad@2.0 ({g['multiple']:.2f}x, avg BLEU {g['avg']:.2f}) {verb} {other['system']} "
-                     f"({other['multiple']:.2f}x, avg BLEU {other['avg']:.2f}) on this run.")
-    return " ".join(lines)
-
-
-def _capped(row: dict) -> str:
-    """A mark for a budget the model cannot reach (every splittable unit already split)."""
-    name = row["system"]
-    if "@" in name and row["multiple"] < float(name.split("@")[1]) - 0.01:
-        return " (cap)"
-    return ""
-
-
-def _ctc_note(weight: float) -> str:
-    if not weight:
-        return ""
-    return (f" Every system trains with the auxiliary CTC loss on the English transcript (weight {weight:g}; "
-            "docs/training.md), standing in for the ASR-pretrained encoder of the paper's recipe.")
-
-
-def _corpus_note(manifest: dict) -> str:
-    if not manifest:
-        return ""
-    mustc = manifest.get("sizes", {}).get("mustc", {})
-    return (f"Corpus: synthetic, size {manifest.get('size')!r} ({mustc.get('train')} training utterances per "
-            f"direction), lexicon {manifest['lexicon']!r} (mlst_jax/data/synthetic/lexicon/subsets.json), "
-            f"seed {manifest.get('seed')}.\n")
-
-
-def _report(rows, langs, analysis, timings, shared_steps, extra, ctc_weight: float = 0.0, manifest=None) -> str:
-    head = "| system | #params | multiple | " + " | ".join(langs) + " | avg |"
-    sep = "|" + "---|" * (4 + len(langs))
-    body = [f"| {r['system']} | {r['params'] / 1e6:.2f}M | {r['multiple']:.2f}x{_capped(r)} | "
-            + " | ".join(f"{r[l]:.2f}" for l in langs) + f" | {r['avg']:.2f} |" for r in rows]
-    layers = "\n".join(f"| {l.layer} | {l.mean:.4f} | {l.count} |" for l in analysis["layers"])
-    times = "\n".join(f"| {k} | {v / 60:.1f} min |" for k, v in timings.items())
-    corpus = _corpus_note(manifest or {})
-    return f"""# Miniature Table 1 (seed 000) on the synthetic corpus
-
-{corpus}Fully shared model: {shared_steps} steps; every other system: {extra} more steps from it.{_ctc_note(ctc_weight)}
-Test split, sacreBLEU (13a) with beam search; parameters counted over the stored copies. "(cap)": the
-budget is above what splitting every decoder-layer unit per language reaches for this model size.
-Hypotheses and references: `runs/<system>/eval/<split>/<lang>.hyp` and `.ref`.
-
-{head}
-{sep}
-{chr(10).join(body)}
-
-**Verdict.** {_verdict(rows)}
-
-## Gradient similarity (grad@2.0's task gradients of the shared model on the multi-way dev set)
-
-Mean cosine similarity per decoder layer (Fig. 2):
-
-| layer | mean similarity | pairs |
-|---|---|---|
-{layers}
-
-![layer similarity](analysis/layer_similarity.png)
-
-Language x language similarity averaged over layers (Fig. 3):
-
-![language similarity](analysis/language_similarity.png)
-
-Quadruplets (unit, copy, lang_j, lang_k, cosine): `analysis/quadruplets.csv`.
-
-## Time
-
-| stage | wall |
-|---|---|
-{times}
-"""
 
 
 def main(argv=None) -> int:
@@ -255,10 +225,15 @@ def main(argv=None) -> int:
     ap.add_argument("--bilingual", action="store_true", help="also train the bilingual system")
     ap.add_argument("--config", default=str(CONFIG), help="the shared model's experiment config")
     ap.add_argument("--size", default="demo", help="synthetic corpus size when it is made (tiny, demo, large)")
+    ap.add_argument("--seeds", type=int, default=1,
+                    help="random@2.0 systems to train, one per sharing seed (sharing.seed, sharing.seed + 1, ...)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     jax.config.update("jax_default_matmul_precision", "default")
-    run_demo(args.workdir, bilingual=args.bilingual, corpus=args.corpus, config=args.config, size=args.size)
+    if args.seeds < 1:
+        ap.error(f"--seeds must be at least 1, got {args.seeds}")
+    run_demo(args.workdir, bilingual=args.bilingual, corpus=args.corpus, config=args.config, size=args.size,
+             seeds=args.seeds)
     return 0
 
 
