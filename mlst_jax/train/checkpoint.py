@@ -132,13 +132,13 @@ class Checkpointer:
         return self.manager.latest_step()
 
     def save(self, state, *, data_state: Any = None, config: Any = None, sharing_plan: Any = None,
-             step: int | None = None, force: bool = True) -> bool:
-        """Saves `state` (a TrainState) with the iterator state, config and sharing plan under `step`
-        (default `state.step`); returns whether a save was started."""
+             schedule_start: int = 0, step: int | None = None, force: bool = True) -> bool:
+        """Saves `state` (a TrainState) with the iterator state, config, sharing plan and the step the learning-rate
+        schedule started at under `step` (default `state.step`); returns whether a save was started."""
         step = int(jax.device_get(state.step)) if step is None else int(step)
         args = ocp.args.Composite(
             state=ocp.args.StandardSave(state),
-            data=ocp.args.JsonSave({"state": data_state}),
+            data=ocp.args.JsonSave({"state": data_state, "schedule_start": int(schedule_start)}),
             config=ocp.args.JsonSave({"config": _to_json(config)}),
             sharing_plan=ocp.args.JsonSave({"plan": sharing_plan}),
         )
@@ -195,9 +195,11 @@ class Checkpointer:
         return jax.device_get(restored["params"])
 
     def restore_json(self, step: int, item: str) -> Any:
-        """The JSON item ("data", "config" or "sharing_plan") saved with `step`, without reading arrays."""
-        key = {"data": "state", "config": "config", "sharing_plan": "plan"}[item]
-        path = self.directory / str(step) / item / "metadata"
+        """The JSON item ("data", "config", "sharing_plan" or "schedule_start") saved with `step`, without reading
+        arrays (None when the step holds no such entry)."""
+        folder, key = {"data": ("data", "state"), "config": ("config", "config"),
+                       "sharing_plan": ("sharing_plan", "plan"), "schedule_start": ("data", "schedule_start")}[item]
+        path = self.directory / str(step) / folder / "metadata"
         if not path.is_file():
             raise ValueError(f"checkpoint {self.directory / str(step)} has no {item} item ({path} is missing)")
         return json.loads(path.read_text()).get(key)

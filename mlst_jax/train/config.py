@@ -57,12 +57,18 @@ def base_config() -> ml_collections.ConfigDict:
     # pretraining stages)
     c.model.dtype = "float32"  # compute dtype (float32 | bfloat16); parameters, gradients, Adam stay float32
     c.model.remat = False  # recompute every layer's activations in the backward pass (less memory, more compute)
+    c.model.attention = "xla"  # auto | xla | cudnn: jax.nn.dot_product_attention's implementation (auto/cudnn: GPU)
+    c.model.scan_layers = False  # nn.scan over identical layers (params stacked on a leading layer axis): faster
+    # compiles of deep models. XMEF scans its wav2vec 2.0 and mBART stacks; S2T only under sharing.strategy
+    # multilingual or bilingual (the other plans split single layers, which a stack of layers does not have)
     c.model.s2t = _s2t_model()  # model.family = s2t
     c.model.xmef = _xmef_model()  # model.family = xmef
 
     c.init = ml_collections.ConfigDict()  # where a fresh run's weights come from (none set: random init)
     c.init.run = ""  # a run (workdir) whose latest checkpoint this run continues from, re-laid out to its sharing plan
     c.init.reset_optimizer = False  # with init.run: start the optimizer state fresh instead of carrying it over
+    c.init.schedule = "restart"  # with init.run: "restart" the learning-rate schedule at the source's step (optim.*
+    # then describe the continuation: warmup to optim.lr, a cosine decays over the remaining updates) | "continue" it
     c.init.model = ""  # an HF SpeechEncoderDecoderModel directory (wav2vec 2.0 + adapter + mBART decoder)
     c.init.encoder = ""  # an HF Wav2Vec2Model / Wav2Vec2ForCTC directory or a fairseq wav2vec 2.0 checkpoint
     c.init.decoder = ""  # an HF MBartForConditionalGeneration directory holding sentencepiece.bpe.model
@@ -150,6 +156,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.demo = ml_collections.ConfigDict()  # the main job (mlst_jax/jobs/demo.py)
     c.demo.extra_steps = 0  # updates of every system continued from the shared model (0: a quarter of its updates)
     c.demo.lexicon = "full"  # the corpus's lexicon subset (mlst data synth --lexicon)
+    c.demo.continue_lr = 0.0  # peak learning rate of the continued systems' restarted schedule (0: optim.lr)
+    c.demo.continue_warmup = 0  # their warmup updates (0: a tenth of demo.extra_steps)
     return c
 
 
@@ -172,6 +180,8 @@ def resolve_mesh(c: ml_collections.ConfigDict, device_count: int) -> tuple[int, 
 def validate(c: ml_collections.ConfigDict, device_count: int | None = None, check_paths: bool = True) -> None:
     """Raises ValueError naming the field for anything that would fail later (before any compilation)."""
     get_task(c).validate()  # the family's model, streams and combinations of fields
+    if c.init.schedule not in ("restart", "continue"):
+        raise ValueError(f"init.schedule={c.init.schedule!r}: restart or continue")
     langs = tuple(c.data.tgt_langs)
     unknown = [l for l in (c.data.src_lang, *langs, *c.data.src_langs) if l not in KNOWN_LANGS]
     if unknown:

@@ -39,7 +39,13 @@ def make_schedule(cfg: Any) -> optax.Schedule:
 
     "constant" and "cosine" warm up linearly from `warmup_init_lr` over `warmup_updates` (if > 0); "cosine"
     then decays to `min_lr` (default 0) at `max_updates` updates (counted from the start).
+    `schedule_start` (default 0): the update the schedule starts at; before it the schedule's first learning rate
+    applies (a run continued from another restarts its schedule there, `init.schedule = "restart"`).
     """
+    start = int(_get(cfg, "schedule_start", 0))
+    if start:
+        inner = make_schedule({**dict(cfg), "schedule_start": 0})
+        return lambda step: inner(jnp.maximum(jnp.asarray(step) - start, 0))
     name = _get(cfg, "schedule", "inverse_sqrt")
     lr = float(_get(cfg, "lr"))
     warmup = int(_get(cfg, "warmup_updates", 4000 if name == "inverse_sqrt" else 0))
@@ -86,9 +92,20 @@ def make_optimizer(cfg: Any, trainable_mask: Any = None) -> optax.GradientTransf
     return optax.multi_transform({_TRAINED: tx, _FROZEN: optax.set_to_zero()}, labels)
 
 
-def optimizer_of(c, trainable_mask: Any = None) -> optax.GradientTransformation:
-    """`make_optimizer` of an experiment config's `optim` fields (schedules end at `train.max_updates`)."""
-    return make_optimizer({**c.optim.to_dict(), "max_updates": c.train.max_updates}, trainable_mask)
+def optimizer_of(c, trainable_mask: Any = None, schedule_start: int = 0) -> optax.GradientTransformation:
+    """`make_optimizer` of an experiment config's `optim` fields; the schedule starts at step `schedule_start`
+    (see `init.schedule`) and a cosine ends at `train.max_updates`."""
+    if schedule_start and c.train.max_updates <= schedule_start:
+        raise ValueError(f"train.max_updates={c.train.max_updates} must be above the step the run continues from "
+                         f"({schedule_start})")
+    left = c.train.max_updates - schedule_start
+    if schedule_start and c.optim.schedule == "cosine" and c.optim.warmup_updates >= left:
+        raise ValueError(f"optim.warmup_updates={c.optim.warmup_updates} must be below the {left} updates this run "
+                         f"continues for (train.max_updates={c.train.max_updates} from step {schedule_start}) for the "
+                         f"cosine schedule")
+    k = max(1, c.optim.grad_accum)  # the schedule counts optimizer updates
+    return make_optimizer({**c.optim.to_dict(), "max_updates": left, "schedule_start": schedule_start // k},
+                          trainable_mask)
 
 
 def _plain_optimizer(cfg: Any) -> optax.GradientTransformation:

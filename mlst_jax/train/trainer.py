@@ -57,6 +57,18 @@ def _start_plan(c, task: Task, ckpt: Checkpointer, model, tx, rng, example, mesh
                                                  workdir, progress=c.train.progress and jax.process_index() == 0)
 
 
+def _schedule_start(c, ckpt: Checkpointer) -> int:
+    """The step the learning-rate schedule starts at: the one this run's checkpoints recorded; for a run continuing
+    from `init.run` with `init.schedule = "restart"`, the source's step; else 0."""
+    latest = ckpt.latest_step()
+    if latest is not None:
+        return ckpt.restore_json(latest, "schedule_start") or 0
+    if c.init.run and c.init.schedule == "restart":
+        with Run(c.init.run) as src:
+            return src.latest_step
+    return 0
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, float]:
     """Trains `config` in `workdir` (resuming exactly from its latest checkpoint) and returns the last
     train metrics and the final dev evaluation (`eval/nll`, `eval/bleu_<stream>`, `eval/bleu_avg`)."""
@@ -79,14 +91,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     pipeline = inputs.train_pipeline(c, task, train_sources, vocab, n_batch_devices)
     example = task.batch_structs(pipeline.batch_shapes()[0])
 
-    # -- model ------------------------------------------------------------------------------------------
+    # -- model and optimizer ----------------------------------------------------------------------------
+    ckpt = Checkpointer(workdir / "checkpoints", keep=c.train.keep_checkpoints)
     model = task.model(model_cfg)
     base = abstract_params_of(model, example)
-    tx = optimizer_of(c, task.trainable_mask(base))
+    schedule_start = _schedule_start(c, ckpt)
+    tx = optimizer_of(c, task.trainable_mask(base), schedule_start)
     rng = jax.random.PRNGKey(c.seed)
 
     # -- state: resume, else warm start, else pretrained parts, else scratch ---------------------------------
-    ckpt = Checkpointer(workdir / "checkpoints", keep=c.train.keep_checkpoints)
     plan, warm_state, warm_data = _start_plan(c, task, ckpt, model, tx, rng, example, mesh, base, vocab, workdir)
     logger.info("sharing plan: %s, %.2fM parameters", plan, plan.num_params(base) / 1e6)
     target = abstract_train_state(model, tx, rng, example, mesh, plan)
@@ -118,7 +131,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         if not bool(jax.device_get(_all_finite(state.params))):  # never let a diverged step replace a good one
             where = "none was saved" if last_saved is None else f"step {last_saved}"
             raise FloatingPointError(f"parameters are not finite at step {step}; the last good checkpoint is {where}")
-        ckpt.save(state, data_state=pipeline.get_state(), config=c, sharing_plan=plan.to_json())
+        ckpt.save(state, data_state=pipeline.get_state(), config=c, sharing_plan=plan.to_json(),
+                  schedule_start=schedule_start)
         last_saved = step
 
     try:

@@ -13,6 +13,7 @@ import pytest
 from mlst_jax.sharing import CopyTable, SharingPlan, base_shapes, differentiable_units
 from mlst_jax.train.checkpoint import Checkpointer
 from mlst_jax.train.config import load_config
+from mlst_jax.train.optim import make_schedule
 from mlst_jax.train.run import Run
 
 pytestmark = pytest.mark.slow
@@ -193,6 +194,14 @@ def test_differentiate_then_continue_through_the_commands(corpus, shared_run, sh
     assert after.plan == plan and after.step == 13  # at its budget (or the cap) the plan stays as it is
     cont_raw = raw_state(cont, 13)
     assert adam_count(cont_raw) == 13  # Adam continued from the differentiated moments
+    # the learning-rate schedule restarted at the source's step 10 (init.schedule's default): update 13 runs at the
+    # schedule's third learning rate, not its thirteenth
+    c = synth_tiny()
+    lr = make_schedule(c.optim.to_dict())
+    logged = [json.loads(l) for l in (cont / "metrics.jsonl").read_text().splitlines()]
+    assert [r["lr"] for r in logged if r["split"] == "train" and r["step"] == 13] == [pytest.approx(float(lr(2)))]
+    assert float(lr(2)) < float(lr(12)) / 5
+    assert Checkpointer(cont / "checkpoints", keep=None, async_save=False).restore_json(13, "schedule_start") == 10
     # the copies of every split unit now differ, moments included: each language's batches update its own copy
     p2, mu2, nu2 = flat(cont_raw["params"]), optimizer_leaves(cont_raw, "mu"), optimizer_leaves(cont_raw, "nu")
     for names in trained:

@@ -118,3 +118,32 @@ def test_config_forms_and_errors():
         optim.make_optimizer({"lr": 1.0, "optimizer": "sgd"})
     with pytest.raises(ValueError, match="warmup_updates"):
         optim.make_schedule({"lr": 1.0, "warmup_updates": 0})
+
+
+def test_a_continued_run_restarts_its_schedule():
+    """init.schedule = "restart": the schedule runs from the source's step as if it were step 0, a cosine decays
+    over the updates left; before the start (never reached in training) its first learning rate applies."""
+    c = ml_collections.ConfigDict({"optim": {"schedule": "cosine", "lr": 1e-3, "warmup_updates": 20,
+                                             "warmup_init_lr": 1e-7, "min_lr": 1e-5, "grad_accum": 1},
+                                   "train": {"max_updates": 1000}})
+    fresh = optim.make_schedule({**c.optim.to_dict(), "max_updates": 100})
+    restarted = optim.make_schedule({**c.optim.to_dict(), "max_updates": 100, "schedule_start": 900})
+    for step in (900, 910, 920, 960, 999, 1000):
+        assert float(restarted(step)) == pytest.approx(float(fresh(step - 900)))
+    assert float(restarted(0)) == pytest.approx(1e-7)
+    assert float(restarted(920)) == pytest.approx(1e-3) and float(restarted(1000)) == pytest.approx(1e-5)
+
+    tx = optim.optimizer_of(c, schedule_start=900)  # what the trainer builds for a run continued from step 900
+    params = {"w": jnp.ones(3)}
+    state = tx.init(params)
+    lrs = []
+    for _ in range(3):
+        _, state = tx.update({"w": jnp.ones(3)}, state, params)
+        lrs.append(float(optim.current_lr(state)))
+    assert lrs == pytest.approx([float(fresh(0))] * 3)  # a fresh state counts from 0, before the start
+    c.train.max_updates = 900
+    with pytest.raises(ValueError, match=r"train.max_updates=900 must be above the step the run continues from"):
+        optim.optimizer_of(c, schedule_start=900)
+    c.train.max_updates = 910
+    with pytest.raises(ValueError, match=r"optim.warmup_updates=20 must be below the 10 updates this run continues"):
+        optim.optimizer_of(c, schedule_start=900)
