@@ -20,6 +20,7 @@ from mlst_jax.audio.io import SAMPLE_RATE
 from mlst_jax.models import s2t_transformer
 from mlst_jax.models import xmef as xmef_model
 from mlst_jax.models.joint import JointConfig, JointXMEF
+from mlst_jax.models.params import unstack_layers
 from mlst_jax.models.s2t_transformer import S2TConfig, S2TTransformer
 from mlst_jax.models.xmef import XMEF, XMEFConfig
 
@@ -46,6 +47,10 @@ class _Family:
     config_cls: type
     init_cache = None  # (config, batch, max_len, dtype) -> decoder KV cache
     no_vocab = "this model has no vocabulary to turn ids into text; use generate()"
+
+    def per_layer(self, config):
+        """`config` without `scan_layers`: decoding runs on per-layer parameters (the KV cache is per layer)."""
+        return config.replace(scan_layers=False)
 
     def min_length(self, config) -> int:
         raise NotImplementedError
@@ -116,6 +121,10 @@ class _XMEFFamily(_Family):
     no_vocab = ("this XMEF model has no tokenizer to turn ids into text (an HF directory needs the "
                 "sentencepiece.bpe.model that MBart50Tokenizer saves); use generate() for token ids")
 
+    def per_layer(self, config):
+        return config.replace(encoder=config.encoder.replace(scan_layers=False),
+                              decoder=config.decoder.replace(scan_layers=False))
+
     def min_length(self, config):
         return config.encoder.min_num_samples
 
@@ -169,6 +178,9 @@ class _JointFamily(_XMEFFamily):
     with the shared layers) also translates source text (`translate_text`)."""
 
     architecture, module, config_cls = "xmef_joint", JointXMEF, JointConfig
+
+    def per_layer(self, config):
+        return JointConfig(super().per_layer(config.xmef), config.shared_layers)
 
 
 _FAMILIES = {f.architecture: f for f in (_S2TFamily(), _XMEFFamily(), _JointFamily())}
@@ -224,7 +236,8 @@ class Translator:
     'none' leaves it as is. Inputs are padded to bucketed shapes so that repeated calls reuse compiled code.
     `langs`: the target languages the model serves (an export of one language's parameters of a run with
     language-specific parameters); None: every language of its vocabulary. `path`: the directory or file it was
-    loaded from (None when built in memory).
+    loaded from (None when built in memory). A model trained with `scan_layers` is served (and saved) with its layers
+    unstacked: the same weights, one module per layer.
     """
 
     def __init__(self, config: S2TConfig | XMEFConfig, params, vocab=None, cmvn: str = "utterance",
@@ -232,9 +245,9 @@ class Translator:
         if cmvn not in ("utterance", "none"):
             raise ValueError(f"cmvn must be 'utterance' or 'none', got {cmvn!r}")
         self.family = _family_of(config)
-        self.config, self.vocab, self.cmvn = config, vocab, cmvn
-        self.params = jax.tree.map(jnp.asarray, params)
-        self.model = self.family.module(config)
+        self.config, self.vocab, self.cmvn = self.family.per_layer(config), vocab, cmvn
+        self.params = jax.tree.map(jnp.asarray, unstack_layers(params))
+        self.model = self.family.module(self.config)
         self.path: Path | None = None
         if vocab is not None and len(vocab) != config.vocab_size:
             raise ValueError(f"vocabulary has {len(vocab)} pieces but the model's vocab_size is {config.vocab_size}")

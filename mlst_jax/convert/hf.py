@@ -95,7 +95,7 @@ def config_to_hf(config: S2TConfig, storage_dtype: str = "float32") -> dict[str,
     refuse_adapters(config, "config to export")
     d = config.to_dict()
     d.pop("dtype")
-    d.pop("remat")  # run-time options, not the model's
+    del d["remat"], d["scan_layers"]  # run-time options, not the model's
     d.pop("adapter_dim")
     d.pop("ctc_vocab_size")  # the training-only CTC layer is not exported
     return {"model_type": "speech_to_text", "architectures": ["Speech2TextForConditionalGeneration"],

@@ -42,7 +42,7 @@ def config_to_hf(config: MBartConfig, storage_dtype: str = "float32") -> dict[st
     """HF `MBartConfig` dict of `config`."""
     d = config.to_dict()
     d.pop("dtype")
-    d.pop("remat")  # run-time options, not the model's
+    del d["remat"], d["scan_layers"]  # run-time options, not the model's
     d.pop("add_final_logits_bias")
     return {"model_type": "mbart", "architectures": ["MBartForConditionalGeneration"], "is_encoder_decoder": True,
             "dtype": storage_dtype, **d}

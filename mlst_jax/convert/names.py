@@ -8,6 +8,8 @@ A flax path such as `("encoder", "layers_3", "ffn", "fc1", "kernel")` becomes a 
     `lm_head.`).
 Kernels are stored transposed: Dense `[in, out]` ↔ `[out, in]`, Conv `[*spatial, in, out]` ↔ `[out, in, *spatial]`.
 Loading goes through the same forward rule applied to the expected parameter tree, so it never needs an inverse.
+Scanned layer stacks (`layers` with leaves [L, ...], `scan_layers`) are the torch model's `layers.0 .. layers.{L-1}`:
+both directions go through the per-layer layout (`mlst_jax.models.params.unstack_layers` / `stack_layers`).
 """
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ from typing import Any, Mapping
 
 import numpy as np
 from flax import traverse_util
+
+from mlst_jax.models.params import stack_layers, unstack_layers
 
 Path = tuple[str, ...]
 
@@ -82,7 +86,7 @@ class NameRule:
 def to_state_dict(params: Any, rule: NameRule) -> dict[str, np.ndarray]:
     """Flax params pytree → {torch key: numpy array in torch layout}."""
     out = {}
-    for path, x in traverse_util.flatten_dict(dict(params)).items():
+    for path, x in traverse_util.flatten_dict(unstack_layers(params)).items():
         key = rule.torch_key(path)
         if key in out:
             raise ValueError(f"two parameters map to the torch key {key!r}")
@@ -99,7 +103,7 @@ def from_state_dict(state: Mapping[str, np.ndarray], expected: Any, rule: NameRu
     """
     aliases = dict(aliases or {})
     flat, missing, mismatched, used = {}, [], [], set()
-    for path, leaf in traverse_util.flatten_dict(dict(expected)).items():
+    for path, leaf in traverse_util.flatten_dict(unstack_layers(expected)).items():
         key = rule.torch_key(path)
         want = rule.torch_shape(path, tuple(leaf.shape))
         if key not in state:
@@ -124,4 +128,4 @@ def from_state_dict(state: Mapping[str, np.ndarray], expected: Any, rule: NameRu
             if keys:
                 lines.append(f"  {label} ({len(keys)}): " + ", ".join(keys))
         raise ValueError("\n".join(lines))
-    return traverse_util.unflatten_dict(flat)
+    return stack_layers(traverse_util.unflatten_dict(flat), expected)

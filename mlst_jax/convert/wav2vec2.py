@@ -110,7 +110,7 @@ def config_to_hf(config: Wav2Vec2Config, storage_dtype: str = "float32", ctc_hea
     """HF `Wav2Vec2Config` dict of `config`."""
     d = config.to_dict()
     d.pop("dtype")
-    d.pop("remat")  # run-time options, not the model's
+    del d["remat"], d["scan_layers"]  # run-time options, not the model's
     arch = "Wav2Vec2ForCTC" if ctc_head else "Wav2Vec2Model"
     return {"model_type": "wav2vec2", "architectures": [arch], "dtype": storage_dtype,
             "num_feat_extract_layers": config.num_feat_extract_layers, **d}

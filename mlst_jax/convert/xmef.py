@@ -23,6 +23,7 @@ from mlst_jax.convert import mbart as mbart_convert
 from mlst_jax.convert import wav2vec2 as w2v_convert
 from mlst_jax.convert.hf import _read_state
 from mlst_jax.convert.names import NameRule, from_state_dict, to_state_dict
+from mlst_jax.models.params import stack_layers
 from mlst_jax.models.xmef import XMEFConfig, abstract_params
 
 HF_RULE = NameRule(renames=w2v_convert.hf_renames(r"encoder\.") + (
@@ -113,7 +114,8 @@ def xmef_from_pretrained(encoder: tuple, decoder: tuple, adaptor_params: Any | N
                          **adaptor) -> tuple[XMEFConfig, dict]:
     """XMEF from pretrained wav2vec 2.0 `(config, params)` and mBART `(config, params)` as the loaders here return
     them (the decoder takes mBART's shared token embedding as its own); the adaptor (`adaptor_*` settings as
-    keywords) is freshly initialized from `seed` unless `adaptor_params` are given."""
+    keywords) is freshly initialized from `seed` unless `adaptor_params` are given. The parameters come back in the
+    layout of the configs (layers stacked where `scan_layers` is set)."""
     import jax
 
     from mlst_jax.models.xmef import LengthAdaptor
@@ -127,8 +129,9 @@ def xmef_from_pretrained(encoder: tuple, decoder: tuple, adaptor_params: Any | N
         x = np.zeros((1, 1, enc_cfg.hidden_size), np.float32)
         adaptor_params = jax.jit(LengthAdaptor(config).init)(jax.random.PRNGKey(seed), x, np.ones((1,), np.int32))
         adaptor_params = jax.tree.map(np.asarray, adaptor_params.get("params", {}))
-    params = {"encoder": enc_params, "adaptor": adaptor_params, "decoder": dec}
-    expected = jax.tree.map(lambda x: tuple(x.shape), abstract_params(config))
+    abstract = abstract_params(config)
+    params = stack_layers({"encoder": enc_params, "adaptor": adaptor_params, "decoder": dec}, abstract)
+    expected = jax.tree.map(lambda x: tuple(x.shape), abstract)
     got = jax.tree.map(lambda x: tuple(np.shape(x)), params)
     if expected != got:
         raise ValueError(f"pretrained parts do not fit the XMEF config: expected {expected}, got {got}")

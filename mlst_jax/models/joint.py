@@ -24,6 +24,7 @@ import numpy as np
 
 from mlst_jax.models import layers
 from mlst_jax.models.mbart import MBartDecoder, _Embedder
+from mlst_jax.models.params import stack_layers, unstack_layers
 from mlst_jax.models.s2t_transformer import EncoderLayer
 from mlst_jax.models.wav2vec2 import Wav2Vec2
 from mlst_jax.models.xmef import LengthAdaptor, XMEFConfig
@@ -146,7 +147,9 @@ def joint_from_pretrained(config: JointConfig, xmef_params: dict, mbart_params: 
     """Joint parameters from XMEF parameters (encoder, adaptor, decoder) and the mBART model they came from: the
     speech encoder keeps its bottom layers (the top `shared_layers` are replaced), the text encoder and the shared
     layers are the mBART encoder's (its top `shared_layers` become the shared ones); the text encoder's token
-    embedding is a copy of mBART's."""
+    embedding is a copy of mBART's. The parts may come in either layer layout (`scan_layers`); the result has the
+    config's."""
+    xmef_params, mbart_params = unstack_layers(xmef_params), unstack_layers(mbart_params)
     n_own = config.speech_config.num_hidden_layers
     e = config.xmef.decoder.encoder_layers
     k = config.shared_layers
@@ -161,7 +164,9 @@ def joint_from_pretrained(config: JointConfig, xmef_params: dict, mbart_params: 
     shared = {f"layers_{i}": menc[f"layers_{e - k + i}"] for i in range(k)}
     params = {"encoder": enc, "adaptor": xmef_params["adaptor"], "text_encoder": text, "shared_layers": shared,
               "decoder": xmef_params["decoder"]}
-    expected = jax.tree.map(lambda x: tuple(x.shape), abstract_params(config))
+    abstract = abstract_params(config)
+    params = stack_layers(params, abstract)
+    expected = jax.tree.map(lambda x: tuple(x.shape), abstract)
     got = jax.tree.map(lambda x: tuple(np.shape(x)), params)
     if expected != got:
         raise ValueError(f"pretrained parts do not fit the joint config: expected {expected}, got {got}")

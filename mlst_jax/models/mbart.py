@@ -18,7 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mlst_jax.models import layers
+from mlst_jax.models import layers, stack
 from mlst_jax.models.layers import LayerNorm
 from mlst_jax.models.s2t_transformer import DecoderLayer, EncoderLayer, S2TConfig
 
@@ -85,6 +85,7 @@ class MBartConfig:
     decoder_start_token_id: int = 2
     dtype: str = "float32"
     remat: bool = False  # recompute each encoder / decoder layer's activations in the backward pass (saves memory)
+    scan_layers: bool = False  # nn.scan over each stack's layers, params stacked [L, ...] (`mlst_jax.models.stack`)
 
     def __post_init__(self):
         for name in ("encoder_attention_heads", "decoder_attention_heads"):
@@ -162,17 +163,16 @@ class MBartEncoder(_Embedder):
     def setup(self):
         super().setup()
         cfg = self.config
-        self.layers = [EncoderLayer(cfg.layer_config, name=f"layers_{i}") for i in range(cfg.encoder_layers)]
+        self.layers = stack.layer_stack(lambda name: EncoderLayer(cfg.layer_config, name=name), cfg.encoder_layers,
+                                        cfg.scan_layers)
 
     def __call__(self, input_ids: Array, deterministic: bool = True) -> tuple[Array, Array]:
         cfg = self.config
         valid = input_ids != cfg.pad_token_id
         x = self.embed(input_ids, jnp.arange(input_ids.shape[1])[None], deterministic)
         mask = layers.key_mask(valid)
-        for layer in self.layers:
-            y = layer(x, mask, deterministic)
-            skip = layers.layer_dropped(self, cfg.encoder_layerdrop, deterministic)
-            x = y if skip is None else jnp.where(skip, x, y)
+        x = stack.apply_layers(self.layers, cfg.encoder_layers, lambda layer, x: layer(x, mask, deterministic), x,
+                               cfg.encoder_layerdrop, deterministic, self)
         return self.layer_norm(x).astype(jnp.dtype(cfg.dtype)), valid
 
 
@@ -182,7 +182,8 @@ class MBartDecoder(_Embedder):
     def setup(self):
         super().setup()
         cfg = self.config
-        self.layers = [DecoderLayer(cfg.layer_config, name=f"layers_{i}") for i in range(cfg.decoder_layers)]
+        self.layers = stack.layer_stack(lambda name: DecoderLayer(cfg.layer_config, name=name), cfg.decoder_layers,
+                                        cfg.scan_layers)
         if not cfg.tie_word_embeddings:
             self.lm_head = nn.Dense(cfg.vocab_size, use_bias=False, dtype=jnp.dtype(cfg.dtype),
                                     kernel_init=nn.initializers.normal(0.02))
@@ -202,14 +203,14 @@ class MBartDecoder(_Embedder):
         cfg = self.config
         x = self.embed(tokens, jnp.arange(tokens.shape[1])[None], deterministic)
         self_mask, enc_mask = layers.causal_mask(tokens.shape[1]), layers.key_mask(enc_valid)
-        for layer in self.layers:
-            y = layer(x, self_mask, layer.cross_kv(enc_out), enc_mask, deterministic)
-            skip = layers.layer_dropped(self, cfg.decoder_layerdrop, deterministic)
-            x = y if skip is None else jnp.where(skip, x, y)
+        x = stack.apply_layers(self.layers, cfg.decoder_layers, lambda layer, x: layer(
+            x, self_mask, layer.cross_kv(enc_out), enc_mask, deterministic), x, cfg.decoder_layerdrop, deterministic,
+            self)
         return self._logits(x)
 
     def precompute(self, enc_out: Array) -> list[tuple[Array, Array]]:
         """Cross-attention keys/values of every layer, computed once per source."""
+        stack.per_layer_only(self.layers, "KV-cache decoding")
         return [layer.cross_kv(enc_out) for layer in self.layers]
 
     def decode_step(self, token: Array, cache: list[dict[str, Array]], index: Array,
@@ -218,6 +219,7 @@ class MBartDecoder(_Embedder):
 
         N is the batch B of `cross_kv` / `enc_valid` times the number of beams (rows batch-major).
         """
+        stack.per_layer_only(self.layers, "KV-cache decoding")
         x = self.embed(token[:, None], jnp.reshape(index, (1, 1)), True)
         enc_mask = layers.key_mask(enc_valid)
         new_cache = []

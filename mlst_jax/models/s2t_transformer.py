@@ -20,7 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mlst_jax.models import layers
+from mlst_jax.models import layers, stack
 from mlst_jax.models.layers import BottleneckAdapter, LayerNorm, MultiHeadAttention, FeedForward
 
 Array = jax.Array
@@ -61,6 +61,7 @@ class S2TConfig:
     # Output size of the auxiliary CTC layer on the encoder (`mlst_jax.train.ctc`); 0: no such layer.
     ctc_vocab_size: int = 0
     remat: bool = False  # recompute each encoder / decoder layer's activations in the backward pass (saves memory)
+    scan_layers: bool = False  # nn.scan over each stack's layers, params stacked [L, ...] (`mlst_jax.models.stack`)
 
     def __post_init__(self):
         object.__setattr__(self, "conv_kernel_sizes", tuple(int(k) for k in self.conv_kernel_sizes))
@@ -237,8 +238,9 @@ class S2TEncoder(nn.Module):
         x = x.astype(jnp.float32) + layers.sinusoidal_positions(pos, cfg.d_model, cfg.pad_token_id)
         x = layers.Dropout(cfg.dropout)(x, deterministic=deterministic)
         mask = layers.key_mask(valid)
-        for i in range(cfg.encoder_layers):
-            x = EncoderLayer(cfg, name=f"layers_{i}")(x, mask, deterministic)
+        encoder_layers = stack.layer_stack(lambda name: EncoderLayer(cfg, name=name), cfg.encoder_layers,
+                                           cfg.scan_layers)
+        x = stack.apply_layers(encoder_layers, cfg.encoder_layers, lambda layer, x: layer(x, mask, deterministic), x)
         return LayerNorm("layer_norm")(x), valid
 
 
@@ -249,7 +251,8 @@ class S2TDecoder(nn.Module):
         cfg = self.config
         self.embed_tokens = nn.Embed(cfg.vocab_size, cfg.d_model,
                                      embedding_init=nn.initializers.normal(cfg.d_model ** -0.5))
-        self.layers = [DecoderLayer(cfg, name=f"layers_{i}") for i in range(cfg.decoder_layers)]
+        self.layers = stack.layer_stack(lambda name: DecoderLayer(cfg, name=name), cfg.decoder_layers,
+                                        cfg.scan_layers)
         self.layer_norm = LayerNorm()
         if not cfg.tie_word_embeddings:
             self.lm_head = nn.Dense(cfg.vocab_size, use_bias=False, dtype=jnp.dtype(cfg.dtype),
@@ -275,12 +278,13 @@ class S2TDecoder(nn.Module):
         pos = layers.make_positions(tokens != cfg.pad_token_id, cfg.pad_token_id)
         x = self.drop(self._embed(tokens, pos), deterministic=deterministic)
         self_mask, enc_mask = layers.causal_mask(tokens.shape[1]), layers.key_mask(enc_valid)
-        for layer in self.layers:
-            x = layer(x, self_mask, layer.cross_kv(enc_out), enc_mask, deterministic)
+        x = stack.apply_layers(self.layers, cfg.decoder_layers, lambda layer, x: layer(
+            x, self_mask, layer.cross_kv(enc_out), enc_mask, deterministic), x)
         return self._logits(x)
 
     def precompute(self, enc_out: Array) -> list[tuple[Array, Array]]:
         """Cross-attention keys/values of every layer, computed once per source."""
+        stack.per_layer_only(self.layers, "KV-cache decoding")
         return [layer.cross_kv(enc_out) for layer in self.layers]
 
     def decode_step(self, token: Array, cache: list[dict[str, Array]], index: Array,
@@ -289,6 +293,7 @@ class S2TDecoder(nn.Module):
 
         N is the batch B of `cross_kv` / `enc_valid` times the number of beams (rows batch-major).
         """
+        stack.per_layer_only(self.layers, "KV-cache decoding")
         x = self._embed(token[:, None], jnp.full((1, 1), index + self.config.pad_token_id + 1))
         enc_mask = layers.key_mask(enc_valid)
         new_cache = []

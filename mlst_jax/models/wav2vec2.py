@@ -25,7 +25,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mlst_jax.models import layers
+from mlst_jax.models import layers, stack
 from mlst_jax.models.layers import FeedForward, LayerNorm, MultiHeadAttention
 
 Array = jax.Array
@@ -66,6 +66,7 @@ class Wav2Vec2Config:
     mask_feature_min_masks: int = 0
     dtype: str = "float32"
     remat: bool = False  # recompute each Transformer layer's activations in the backward pass (saves memory)
+    scan_layers: bool = False  # nn.scan over the Transformer layers, params stacked [L, ...] (`mlst_jax.models.stack`)
 
     def __post_init__(self):
         for name in ("conv_dim", "conv_stride", "conv_kernel"):
@@ -268,13 +269,10 @@ class Wav2Vec2Encoder(nn.Module):
             x = layer_norm(x).astype(jnp.dtype(cfg.dtype))
         x = layers.Dropout(cfg.hidden_dropout)(x, deterministic=deterministic)
         mask = layers.key_mask(valid)
-        for i in range(cfg.num_hidden_layers):
-            layer = EncoderLayer(cfg, name=f"layers_{i}")
-            skip = layers.layer_dropped(self, cfg.layerdrop, deterministic)
-            y = layer(x, mask, deterministic)
-            # Under jit a skipped layer is still computed (its output discarded): LayerDrop regularizes, it does
-            # not save time here; selecting keeps shapes static and gradients of skipped layers zero.
-            x = y if skip is None else jnp.where(skip, x, y)
+        encoder_layers = stack.layer_stack(lambda name: EncoderLayer(cfg, name=name), cfg.num_hidden_layers,
+                                           cfg.scan_layers)
+        x = stack.apply_layers(encoder_layers, cfg.num_hidden_layers, lambda layer, x: layer(x, mask, deterministic),
+                               x, cfg.layerdrop, deterministic, self)
         if cfg.do_stable_layer_norm:
             x = layer_norm(x).astype(jnp.dtype(cfg.dtype))
         return x

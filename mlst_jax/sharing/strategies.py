@@ -30,7 +30,7 @@ from mlst_jax.finetune import adapters
 from mlst_jax.models.params import path_names
 from mlst_jax.sharing.plan import CopyTable, SharingPlan, Unit, unit_of
 
-__all__ = ["HEURISTIC_PARTS", "STRATEGY_PATTERN", "parse_strategy", "make_plan", "differentiable_units",
+__all__ = ["HEURISTIC_PARTS", "STRATEGY_PATTERN", "SCANNABLE", "parse_strategy", "make_plan", "differentiable_units",
            "random_plan", "grad_plan", "unit_sizes", "budget_reached", "splittable", "adapter_plan"]
 
 ATTENTIONS = ("self_attn", "encoder_attn")
@@ -44,6 +44,9 @@ HEURISTIC_PARTS: dict[str, frozenset[str]] = {
     "qkvo": frozenset(f"{a}/{p}" for a in ATTENTIONS for p in ("q_proj", "k_proj", "v_proj", "out_proj")),
     "ffn": frozenset(("ffn/fc1", "ffn/fc2")),
 }
+# The strategies that fit scanned layer stacks (`model.scan_layers`, leaves [L, ...]): nothing or everything is
+# language-specific. The others are defined over the units of single layers (`decoder/layers_3/fc1`).
+SCANNABLE = ("multilingual", "bilingual")
 STRATEGY_PATTERN = re.compile(r"^(?P<name>multilingual|bilingual|adapters|enc(\+(?P<part>[a-z_]+))?|(?P<kind>random|grad)@(?P<x>[0-9.]+))$")
 
 

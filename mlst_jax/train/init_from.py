@@ -26,13 +26,14 @@ from flax import traverse_util
 from mlst_jax.models.params import path_names
 from mlst_jax.sharing.gradients import similarities, task_gradients, write_quadruplets_csv
 from mlst_jax.sharing.plan import SharingPlan, base_shapes, transfer_leaf
-from mlst_jax.sharing.strategies import budget_reached, grad_plan, make_plan, parse_strategy, random_plan, splittable
+from mlst_jax.sharing.strategies import (SCANNABLE, budget_reached, grad_plan, make_plan, parse_strategy, random_plan,
+                                         splittable)
 from mlst_jax.train.inputs import multiway_batches
 from mlst_jax.train.run import Run
 from mlst_jax.train.state import TrainState, abstract_train_state, create_train_state, shardings_of
 from mlst_jax.train.tasks import get_task
 
-__all__ = ["start_plan_and_state", "gradient_similarities", "IterativeSchedule", "graft"]
+__all__ = ["start_plan_and_state", "check_layer_layout", "gradient_similarities", "IterativeSchedule", "graft"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +85,7 @@ def start_plan_and_state(c, langs, model, tx, rng, example, mesh, base: Any, voc
 
 def _continue(c, src: Run, langs, model, tx, rng, example, mesh, base: Any, vocab, workdir: Path, progress: bool):
     """start_plan_and_state for a run continuing from `src`'s latest checkpoint."""
+    check_layer_layout(c, src.config)
     src_params, src_plan = src.params(), src.plan(langs=langs)
     src_base = base_shapes(src_params, src_plan)
 
@@ -117,6 +119,19 @@ def _continue(c, src: Run, langs, model, tx, rng, example, mesh, base: Any, voca
     params = jax.device_put(params, shards.params)
     opt_state = jax.jit(tx.init, out_shardings=shards.opt_state)(params)
     return plan, state.replace(step=jnp.asarray(src.latest_step, jnp.int32), params=params, opt_state=opt_state), None
+
+
+def check_layer_layout(c, src_config) -> None:
+    """ValueError unless a run of config `c` lays its layer stacks out as the run of `src_config` it continues
+    (per layer, or stacked with `model.scan_layers`), under a plan that fits them."""
+    theirs, mine = bool(src_config.model.get("scan_layers", False)), bool(c.model.scan_layers)
+    if theirs != mine:
+        raise ValueError(f"init.run={c.init.run}: that run was trained with model.scan_layers={theirs}, this run "
+                         f"has model.scan_layers={mine}; set it to the run's")
+    if mine and parse_strategy(c.sharing.strategy)[0] not in SCANNABLE:
+        raise ValueError(f"init.run={c.init.run}: sharing.strategy={c.sharing.strategy!r} splits single layers, "
+                         f"which a run trained with model.scan_layers=True does not have; train the shared model "
+                         f"with model.scan_layers=False")
 
 
 def _trainable(config) -> str:

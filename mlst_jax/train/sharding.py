@@ -15,7 +15,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from mlst_jax.models.params import path_names
+from mlst_jax.models.params import LAYERS, path_names
 
 MESH_AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")
@@ -33,6 +33,7 @@ LOGICAL_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
     ("positions", None),
     ("norm", None),
     ("copies", None),
+    ("layers", None),
     ("length", None),
 )
 
@@ -101,18 +102,28 @@ def _expected_axes(names: tuple[str, ...]) -> tuple[str | None, ...] | None:
     return None
 
 
+def _scanned(names: tuple[str, ...]) -> bool:
+    """Whether a leaf belongs to a scanned layer stack: it lies under a module `layers` whose children are the
+    layer's modules (a child `0`, `1`, ... is one layer of a list, not a stack)."""
+    return LAYERS in names[:-1] and not names[names.index(LAYERS) + 1].isdigit()
+
+
 def param_logical_axes(params) -> Any:
     """Pytree of logical-axis tuples (one name or None per dimension), matching `params`.
 
     Rules go by the leaf's module and leaf names (q/k/v kernels [embed, heads], out_proj [heads, embed],
     fc1 [embed, mlp], fc2 [mlp, embed], embed_tokens [vocab, embed], lm_head [embed, vocab], conv kernels
     [width, in, conv_out] with the input channels of wav2vec 2.0's and XMEF's convs on "embed", biases the
-    kernel's output axis, norms and weight-norm gains [norm]). A leaf with one more dimension
-    than its rule expects holds per-language copies: its leading axis is "copies" (replicated). Leaves no rule
-    covers are replicated (all None); `sharding_report` lists them.
+    kernel's output axis, norms and weight-norm gains [norm]). A leaf of a scanned layer stack (under a module
+    `layers`) leads with the stack's "layers" axis (replicated: every device holds every layer's slice of the
+    other axes). A leaf with one more dimension than that expects holds per-language copies: its leading axis is
+    "copies" (replicated). Leaves no rule covers are replicated (all None); `sharding_report` lists them.
     """
     def axes(path, x):
-        expected = _expected_axes(path_names(path))
+        names = path_names(path)
+        expected = _expected_axes(names)
+        if expected is not None and _scanned(names):
+            expected = ("layers",) + tuple(expected)
         if expected is not None and x.ndim == len(expected):
             return tuple(expected)
         if expected is not None and x.ndim == len(expected) + 1:

@@ -113,6 +113,10 @@ class Task:
         """The model's config for a run whose target vocabulary is `vocab`."""
         raise NotImplementedError
 
+    def layer_options(self) -> dict:
+        """`model.remat` and `model.scan_layers` where set: fields of every model config."""
+        return {k: True for k in ("remat", "scan_layers") if self.c.model[k]}
+
     def model(self, model_config):
         """The flax module; its `__call__` takes the batch's model inputs (`state.MODEL_INPUTS`)."""
         raise NotImplementedError

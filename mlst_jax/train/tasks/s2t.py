@@ -20,7 +20,7 @@ class S2TTask(Task):
 
     def validate(self) -> None:
         from mlst_jax.models.s2t_transformer import NAMED_CONFIGS
-        from mlst_jax.sharing.strategies import parse_strategy
+        from mlst_jax.sharing.strategies import SCANNABLE, parse_strategy
 
         c = self.c
         if c.model.s2t.arch not in NAMED_CONFIGS:
@@ -39,9 +39,13 @@ class S2TTask(Task):
                 raise ValueError(f"init.{field} loads XMEF parts; S2T runs start from init.run (a run) or "
                                  "from scratch")
         try:
-            parse_strategy(c.sharing.strategy)
+            kind = parse_strategy(c.sharing.strategy)[0]
         except ValueError as e:
             raise ValueError(f"sharing.strategy: {e}") from None
+        if c.model.scan_layers and kind not in SCANNABLE:
+            raise ValueError(f"model.scan_layers=True needs sharing.strategy multilingual or bilingual, got "
+                             f"{c.sharing.strategy!r}: the other plans address single layers (decoder/layers_i/...), "
+                             f"which a scanned stack does not have; set model.scan_layers=False")
 
     # -- data -----------------------------------------------------------------------------------------------
 
@@ -75,10 +79,7 @@ class S2TTask(Task):
             m.vocab_size = len(vocab)  # what the run's config.json records
         ctc = VOCAB_SIZE if c.optim.ctc_weight > 0 else 0
         return named_config(m.arch, vocab_size=vocab_size, tie_word_embeddings=m.tie_word_embeddings,
-                            dtype=c.model.dtype, ctc_vocab_size=ctc, **self._remat(), **m.overrides.to_dict())
-
-    def _remat(self) -> dict:
-        return {"remat": True} if self.c.model.remat else {}
+                            dtype=c.model.dtype, ctc_vocab_size=ctc, **self.layer_options(), **m.overrides.to_dict())
 
     def model(self, model_config):
         from mlst_jax.models.s2t_transformer import S2TTransformer

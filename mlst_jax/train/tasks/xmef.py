@@ -233,13 +233,13 @@ class XMEFTask(Task):
     # -- model ----------------------------------------------------------------------------------------------
 
     def xmef_config(self):
-        """The XMEFConfig of `model.xmef` with the run's compute dtype and remat."""
+        """The XMEFConfig of `model.xmef` with the run's compute dtype, remat and scan_layers."""
         from mlst_jax.models import wav2vec2
         from mlst_jax.models.mbart import MBartConfig
         from mlst_jax.models.xmef import XMEFConfig
 
         c, m = self.c, self.c.model.xmef
-        run = {"dtype": c.model.dtype, **({"remat": True} if c.model.remat else {})}
+        run = {"dtype": c.model.dtype, **self.layer_options()}
         try:
             encoder = wav2vec2.named_config(m.encoder_arch, **{**m.encoder.to_dict(), **run})
             decoder = MBartConfig(**{**m.decoder.to_dict(), **run})

@@ -5,10 +5,10 @@ The pretrained directories' configs must describe the experiment's architecture:
 (`Wav2Vec2Config`) and decoder (`MBartConfig`) that shapes the weights or the computation must be equal, and with
 `init.model` also the adaptor's; a mismatch raises a ValueError naming each field
 (`model.xmef.encoder.hidden_size is 1024 in the config, 768 in the checkpoint`). Only the run-time settings come
-from the config whatever the checkpoint says (`RUN_FIELDS`: dropouts, LayerDrop, masking, compute dtype, remat; the
-decoder's vocabulary size is its SentencePiece model's);
-`add_final_logits_bias` follows the checkpoint. The mBART encoder's fields are compared only for the joint model,
-which uses the mBART encoder as its text encoder.
+from the config whatever the checkpoint says (`RUN_FIELDS`: dropouts, LayerDrop, masking, compute dtype, remat,
+scan_layers; the decoder's vocabulary size is its SentencePiece model's); `add_final_logits_bias` follows the
+checkpoint, and the weights are laid out as the config's layer stacks (stacked with `scan_layers`). The mBART
+encoder's fields are compared only for the joint model, which uses the mBART encoder as its text encoder.
 """
 from __future__ import annotations
 
@@ -24,10 +24,11 @@ RUN_FIELDS = {
     "encoder": frozenset({"vocab_size", "hidden_dropout", "activation_dropout", "attention_dropout",
                           "feat_proj_dropout", "final_dropout", "layerdrop", "apply_spec_augment", "mask_time_prob",
                           "mask_time_length", "mask_time_min_masks", "mask_feature_prob", "mask_feature_length",
-                          "mask_feature_min_masks", "dtype", "remat"}),
+                          "mask_feature_min_masks", "dtype", "remat", "scan_layers"}),
     # the decoder's vocabulary comes with the checkpoint (its sentencepiece.bpe.model); the weights' shapes check it
     "decoder": frozenset({"dropout", "attention_dropout", "activation_dropout", "encoder_layerdrop",
-                          "decoder_layerdrop", "dtype", "remat", "add_final_logits_bias", "vocab_size"}),
+                          "decoder_layerdrop", "dtype", "remat", "scan_layers", "add_final_logits_bias",
+                          "vocab_size"}),
 }
 MBART_ENCODER_FIELDS = frozenset({"encoder_layers", "encoder_attention_heads", "encoder_ffn_dim"})
 ADAPTOR_FIELDS = ("adaptor_layers", "adaptor_kernel_size", "adaptor_stride", "adaptor_layer_norm", "adaptor_proj")
@@ -146,6 +147,7 @@ def load_pretrained_parts(config, pre: Pretrained, seed: int = 0, joint_layers: 
     model's parameters (the mBART encoder becomes the text encoder and the shared layers) and its JointConfig."""
     from mlst_jax.convert import load_pretrained
     from mlst_jax.convert.xmef import xmef_from_pretrained
+    from mlst_jax.models.params import stack_layers
     from mlst_jax.models.xmef import abstract_params
 
     mbart_params = None
@@ -174,7 +176,9 @@ def load_pretrained_parts(config, pre: Pretrained, seed: int = 0, joint_layers: 
 
         jcfg = JointConfig(config, joint_layers)
         return jcfg, joint_from_pretrained(jcfg, params, mbart_params)
-    expected = jax.tree.map(lambda x: tuple(x.shape), abstract_params(config))
+    abstract = abstract_params(config)
+    params = stack_layers(params, abstract)
+    expected = jax.tree.map(lambda x: tuple(x.shape), abstract)
     got = jax.tree.map(lambda x: tuple(np.shape(x)), params)
     if expected != got:
         raise ValueError(f"the pretrained weights do not fit the model config: expected {expected}, got {got}")
