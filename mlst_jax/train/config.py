@@ -57,9 +57,6 @@ def base_config() -> ml_collections.ConfigDict:
     # pretraining stages)
     c.model.dtype = "float32"  # compute dtype (float32 | bfloat16); parameters, gradients, Adam stay float32
     c.model.remat = False  # recompute every layer's activations in the backward pass (less memory, more compute)
-    c.model.scan_layers = False  # nn.scan over identical layers (params stacked on a leading layer axis): faster
-    # compiles of deep models. XMEF scans its wav2vec 2.0 and mBART stacks; S2T only under sharing.strategy
-    # multilingual or bilingual (the other plans split single layers, which a stack of layers does not have)
     c.model.attention = "xla"  # auto | xla | cudnn: jax.nn.dot_product_attention's implementation (auto/cudnn: GPU)
     c.model.scan_layers = False  # nn.scan over identical layers (params stacked on a leading layer axis): faster
     # compiles of deep models. XMEF scans its wav2vec 2.0 and mBART stacks; S2T only under sharing.strategy
