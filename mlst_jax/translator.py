@@ -10,13 +10,26 @@ import logging
 import math
 from pathlib import Path
 
-from flax import traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import traverse_util
+from safetensors.numpy import load_file, save_file
 
+from mlst_jax.audio import fbank, utterance_cmvn
 from mlst_jax.audio.cmvn import normalize_waveform
+from mlst_jax.audio.fbank import bucket_length
 from mlst_jax.audio.io import SAMPLE_RATE
+from mlst_jax.convert import load_translation_model
+from mlst_jax.convert.vocab_files import load_vocab
+from mlst_jax.convert.xmef import (
+    load_mbart50_vocab,
+    mbart50_lang_id_checked,
+    mbart50_vocab_size,
+    waveform_normalization,
+)
+from mlst_jax.data.vocab import HF_VOCAB, Vocab
+from mlst_jax.decode import beam_search
 from mlst_jax.models import s2t_transformer
 from mlst_jax.models import xmef as xmef_model
 from mlst_jax.models.joint import JointConfig, JointXMEF
@@ -100,14 +113,10 @@ class _S2TFamily(_Family):
             raise ValueError(f"feature_lengths must be in [1, {n_steps}], got {lens.tolist()}")
 
     def audio_input(self, waveform, sample_rate, cmvn, config):
-        from mlst_jax.audio import fbank, utterance_cmvn
-
         feats = fbank(np.asarray(waveform), sample_rate)
         return utterance_cmvn(feats) if cmvn == "utterance" else feats
 
     def load_vocab(self, path, kind):
-        from mlst_jax.convert.vocab_files import load_vocab
-
         return load_vocab(path, kind)
 
 
@@ -129,8 +138,6 @@ class _XMEFFamily(_Family):
         return config.encoder.min_num_samples
 
     def bucket(self, n):
-        from mlst_jax.audio.fbank import bucket_length
-
         return bucket_length(n)  # >= 1 s, then geometric steps of 2 ** 0.25
 
     def check_shape(self, x, config):
@@ -155,8 +162,6 @@ class _XMEFFamily(_Family):
         return w
 
     def lang_id_without_vocab(self, config, tgt_lang):
-        from mlst_jax.convert.xmef import mbart50_lang_id_checked, mbart50_vocab_size
-
         sp_size = config.vocab_size - mbart50_vocab_size(0)
         if sp_size < 3:
             raise ValueError(f"target language {tgt_lang!r}: this model has no tokenizer and its vocabulary "
@@ -164,8 +169,6 @@ class _XMEFFamily(_Family):
         return mbart50_lang_id_checked(tgt_lang, sp_size)
 
     def load_vocab(self, path, kind):
-        from mlst_jax.convert.xmef import load_mbart50_vocab
-
         vocab = load_mbart50_vocab(path)
         if vocab is None:
             log.warning("no sentencepiece.bpe.model in %s: generate() works (languages by mBART-50's layout), "
@@ -278,8 +281,6 @@ class Translator:
         fully (needed for fairseq >= 0.10, which stores its config as an omegaconf object): only for files you
         trust.
         """
-        from mlst_jax.convert import load_translation_model
-
         path = Path(path)
         if (path / MODEL_FILE).is_file():
             translator = cls._load_own(path)
@@ -290,8 +291,6 @@ class Translator:
             model, kind, config, params = load_translation_model(path, trust_pickle=trust_pickle)
             cmvn = "utterance"
             if model == "xmef":
-                from mlst_jax.convert.xmef import waveform_normalization
-
                 cmvn = waveform_normalization(path)
             translator = cls(config, params, _family_of(config).load_vocab(path, kind), cmvn)
         translator.path = path
@@ -299,11 +298,6 @@ class Translator:
 
     @classmethod
     def _load_own(cls, path: Path) -> "Translator":
-        from safetensors.numpy import load_file
-
-        from mlst_jax.convert.xmef import load_mbart50_vocab
-        from mlst_jax.data.vocab import HF_VOCAB, Vocab
-
         meta = json.loads((path / MODEL_FILE).read_text())
         family = _FAMILIES.get(meta.get("architecture"))
         if family is None:
@@ -321,8 +315,6 @@ class Translator:
         """Writes `mlst_model.json` (architecture, config, cmvn, langs), `params.safetensors` and the vocabulary
         files (`vocab.json` + `sentencepiece.bpe.model`, or for an mBART-50 vocabulary `sentencepiece.bpe.model`
         alone)."""
-        from safetensors.numpy import save_file
-
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         meta = {"architecture": self.family.architecture, "config": self.config.to_dict(), "cmvn": self.cmvn,
@@ -538,8 +530,6 @@ def _generate_fn(model, init_cache, beam_size: int, n_best: int, max_steps: int,
                  text: bool = False):
     """Jitted encode → cross-attention K/V → `mlst_jax.decode.beam_search` for every model family (`text`: from
     source token ids through a joint model's text encoder; `lens` is then unused)."""
-    from mlst_jax.decode import beam_search
-
     cfg, cls = model.config, type(model)
 
     def run(params, feats, lens, prefix, max_len, length_penalty):

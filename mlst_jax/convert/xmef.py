@@ -17,14 +17,18 @@ import json
 from pathlib import Path
 from typing import Any, Mapping
 
+import jax
 import numpy as np
+import sentencepiece as spm
+from safetensors.numpy import save_file
 
 from mlst_jax.convert import mbart as mbart_convert
 from mlst_jax.convert import wav2vec2 as w2v_convert
 from mlst_jax.convert.hf import _read_state
 from mlst_jax.convert.names import NameRule, from_state_dict, to_state_dict
+from mlst_jax.models.mbart import MBART50_LANG_CODES, mbart50_lang_id
 from mlst_jax.models.params import stack_layers
-from mlst_jax.models.xmef import XMEFConfig, abstract_params
+from mlst_jax.models.xmef import LengthAdaptor, XMEFConfig, abstract_params
 
 HF_RULE = NameRule(renames=w2v_convert.hf_renames(r"encoder\.") + (
     (r"^adaptor\.layers\.(\d+)\.", r"encoder.adapter.layers.\1.conv."),
@@ -98,8 +102,6 @@ def load_hf_xmef(path: str | Path) -> tuple[XMEFConfig, dict]:
 
 def save_hf_xmef(path: str | Path, config: XMEFConfig, params: Any) -> Path:
     """Writes `config.json` + `model.safetensors` loadable by HF `SpeechEncoderDecoderModel`."""
-    from safetensors.numpy import save_file
-
     hf = config_to_hf(config)
     path = Path(path)
     state = to_state_dict(params, HF_RULE)
@@ -116,10 +118,6 @@ def xmef_from_pretrained(encoder: tuple, decoder: tuple, adaptor_params: Any | N
     them (the decoder takes mBART's shared token embedding as its own); the adaptor (`adaptor_*` settings as
     keywords) is freshly initialized from `seed` unless `adaptor_params` are given. The parameters come back in the
     layout of the configs (layers stacked where `scan_layers` is set)."""
-    import jax
-
-    from mlst_jax.models.xmef import LengthAdaptor
-
     (enc_cfg, enc_params), (dec_cfg, dec_params) = encoder, decoder
     config = XMEFConfig(encoder=enc_cfg, decoder=dec_cfg, **adaptor)
     dec = dict(dec_params["decoder"])
@@ -151,8 +149,6 @@ class MBart50Vocab:
     `pieces + 1`), then `<mask>`. Decodes ids to text and maps target languages ('de' or 'de_DE') to code ids."""
 
     def __init__(self, spm_path: str | Path, codes: Mapping[str, str] | None = None):
-        import sentencepiece as spm
-
         self.spm_path = str(spm_path)
         self.sp = spm.SentencePieceProcessor(model_file=self.spm_path)
         self.sp_size = self.sp.get_piece_size()
@@ -165,8 +161,6 @@ class MBart50Vocab:
 
     @property
     def languages(self) -> list[str]:
-        from mlst_jax.models.mbart import MBART50_LANG_CODES
-
         return list(MBART50_LANG_CODES)
 
     def lang_id(self, lang: str) -> int:
@@ -202,15 +196,11 @@ class MBart50Vocab:
 
 def mbart50_vocab_size(sp_size: int) -> int:
     """Size of mBART-50's vocabulary for a SentencePiece model of `sp_size` pieces (250,054 for the released one)."""
-    from mlst_jax.models.mbart import MBART50_LANG_CODES
-
     return sp_size + 1 + len(MBART50_LANG_CODES) + 1
 
 
 def mbart50_lang_id_checked(lang: str, sp_size: int) -> int:
     """`mbart50_lang_id`, with a ValueError that says which target language is unknown."""
-    from mlst_jax.models.mbart import mbart50_lang_id
-
     if not isinstance(lang, str):
         raise ValueError(f"target language must be a language code such as 'de' or 'de_DE', got {lang!r}")
     try:

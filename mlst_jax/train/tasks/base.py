@@ -14,12 +14,13 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from mlst_jax.data import pipeline as pl
-
 from mlst_jax.data import batch_shapes as shapes
+from mlst_jax.data import pipeline as pl
 from mlst_jax.data.vocab import Vocab, train_vocab
 from mlst_jax.train import distributed, inputs
+from mlst_jax.train import sharding as shd
 from mlst_jax.train.inputs import Stream
+from mlst_jax.translator import Translator
 
 
 class Task:
@@ -139,8 +140,6 @@ class Task:
 
     def batch_shardings(self, mesh, keys) -> dict:
         """The NamedSharding of every batch key: rows split over the mesh's batch axes."""
-        from mlst_jax.train import sharding as shd
-
         if self.stratified:
             return shd.stratified_batch_shardings(mesh, keys)
         return {k: shd.batch_sharding(mesh, 1) for k in keys}
@@ -175,8 +174,6 @@ class Task:
 
     def translator(self, model_config, params, vocab):
         """A `Translator` over host `params` (evaluation, export)."""
-        from mlst_jax.translator import Translator
-
         return Translator(model_config, params, vocab, "utterance" if self.c.data.cmvn == "utterance" else "none")
 
     def summarize(self, bleu: dict[str, float], split: str) -> dict[str, Any]:

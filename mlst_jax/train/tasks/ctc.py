@@ -15,14 +15,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mlst_jax.convert.wav2vec2 import save_hf_wav2vec2
+from mlst_jax.data.ctc_labels import VOCAB_SIZE, label_text
+from mlst_jax.models.wav2vec2 import Wav2Vec2ForCTC
+from mlst_jax.train.ctc import ctc_loss_sums
 from mlst_jax.train.tasks.base import Stream
 from mlst_jax.train.tasks.xmef import XMEFTask
 
 
 def ctc_sums(model, params, batch, label_smoothing, rng, plan=None, ctc_weight=0.0) -> dict[str, jax.Array]:
     """The CTC loss per character as the step's sums (`loss`, `nll`: summed over rows; `ntokens`: characters)."""
-    from mlst_jax.train.ctc import ctc_loss_sums
-
     kw = dict(deterministic=rng is None, rngs=None if rng is None else {"dropout": rng})
     logits, frames = model.apply({"params": params}, batch["features"], batch["feature_lengths"], **kw)
     valid = batch["valid"].astype(jnp.float32)
@@ -63,13 +65,9 @@ class CTCTask(XMEFTask):
         return self.streams()
 
     def model_config(self, vocab):
-        from mlst_jax.data.ctc_labels import VOCAB_SIZE
-
         return self.xmef_config().encoder.replace(vocab_size=VOCAB_SIZE)
 
     def model(self, model_config):
-        from mlst_jax.models.wav2vec2 import Wav2Vec2ForCTC
-
         return Wav2Vec2ForCTC(model_config)
 
     def abstract_params(self, model_config) -> Any:
@@ -100,9 +98,6 @@ class CTCTask(XMEFTask):
 
 def transcribe(model_config, params, batches) -> list[tuple[int, str]]:
     """Greedy CTC transcripts `(example index, text)` of the valid rows of waveform `batches`."""
-    from mlst_jax.data.ctc_labels import label_text
-    from mlst_jax.models.wav2vec2 import Wav2Vec2ForCTC
-
     model = Wav2Vec2ForCTC(model_config)
     run = jax.jit(lambda p, w, n: model.apply({"params": p}, w, n))
     out = []
@@ -115,7 +110,5 @@ def transcribe(model_config, params, batches) -> list[tuple[int, str]]:
 
 def export_hf(model_config, params, directory: str | Path) -> Path:
     """Writes the trained model as an HF `Wav2Vec2ForCTC` directory (what `init.encoder` takes)."""
-    from mlst_jax.convert.wav2vec2 import save_hf_wav2vec2
-
     save_hf_wav2vec2(directory, model_config, jax.tree.map(np.asarray, params))
     return Path(directory)

@@ -17,10 +17,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mlst_jax.data import pipeline as pl
-
+from mlst_jax.convert.mbart import save_hf_mbart
 from mlst_jax.data import batch_shapes as shapes
+from mlst_jax.data import pipeline as pl
 from mlst_jax.data.text_sources import ConcatSource, TranscriptTargets, read_bitext
+from mlst_jax.models.mbart import MBart
 from mlst_jax.train import inputs
 from mlst_jax.train.tasks.base import Stream
 from mlst_jax.train.tasks.xmef import XMEFTask
@@ -95,8 +96,6 @@ class MBartTask(XMEFTask):
         return cfg if vocab is None else cfg.replace(vocab_size=len(vocab))
 
     def model(self, model_config):
-        from mlst_jax.models.mbart import MBart
-
         return MBart(model_config)
 
     def abstract_params(self, model_config) -> Any:
@@ -129,6 +128,4 @@ class MBartTask(XMEFTask):
 
 def export_hf(model_config, params, directory: str | Path) -> Path:
     """Writes the trained model as an HF `MBartForConditionalGeneration` directory (what `init.decoder` takes)."""
-    from mlst_jax.convert.mbart import save_hf_mbart
-
     return save_hf_mbart(directory, model_config, jax.tree.map(np.asarray, params))
